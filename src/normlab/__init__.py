@@ -1,0 +1,19 @@
+"""normlab: how normalization layers change how a small CNN trains.
+
+    from normlab import Variant, build_model, load_dataset, load_run
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# Imported on first use, so `normlab --help` and input errors answer without loading PyTorch.
+_EXPORTS = {"Variant": ".variants", "build_model": ".models", "load_dataset": ".data", "load_run": ".runs",
+            "TrainConfig": ".train"}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'normlab' has no attribute {name!r}")

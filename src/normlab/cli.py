@@ -1,0 +1,165 @@
+"""Command line: parse arguments, call the library, turn bad input into one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what and how to fix), not usage text + error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return value
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    from .data.catalog import DATASETS
+    g = p.add_argument_group("data and training")
+    g.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
+    g.add_argument("--epochs", type=whole_number, default=None, help="epochs per run (default 20; 2 with --quick)")
+    g.add_argument("--batch-size", type=whole_number, default=128, help="training batch size (default 128)")
+    g.add_argument("--seeds", type=whole_number, default=1, help="train each variant this many times, seeds --seed, --seed+1, ... (default 1)")
+    g.add_argument("--seed", type=whole_number, default=1, help="first seed (default 1)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
+    g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
+    g.add_argument("--optimizer", default="sgd", help="sgd (Nesterov momentum) or adamw (default sgd)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 0.004 for adamw)")
+    g.add_argument("--schedule", default="onecycle", help="onecycle, cosine or constant (default onecycle)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="on conv kernels only (default 5e-4)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--dropout", type=float, default=0.0, help="channel dropout after each conv block (default 0)")
+    g.add_argument("--quick", action="store_true", help="a first look: 2 epochs on 10,000 training and 2,000 test images")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    o.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def config_from(args):
+    from .train import TrainConfig
+    cfg = TrainConfig(dataset=args.dataset, epochs=args.epochs if args.epochs is not None else (2 if args.quick else 20),
+                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, dropout=args.dropout,
+                      seed=args.seed, seeds=args.seeds, device=args.device)
+    if args.quick:
+        cfg.train_limit, cfg.test_limit = 10_000, 2_000
+    return cfg
+
+
+def run_training(args, variants) -> int:
+    from .experiment import Plan, default_out, run_plan
+    cfg = config_from(args)
+    out = Path(args.out) if args.out else default_out(cfg.dataset)
+    plan = Plan(variants, cfg, out, args.data_dir, args.resume, args.overwrite)
+    try:
+        results = run_plan(plan)
+    except KeyboardInterrupt:
+        again = " ".join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
+        print(f"\ninterrupted; every finished epoch is saved in {out}. Continue with:\n"
+              f"  normlab {again}{'' if args.out else f' --out {out}'} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_outcome(results, out)
+    return 0
+
+
+def print_outcome(results: dict, out: Path) -> None:
+    print(f"\n{'variant':<14} {'seed':>4} {'params':>7} {'test acc':>9} {'best':>7} {'test loss':>9} {'seconds':>8}  status")
+    for run in results["runs"]:
+        final = run.get("final", {})
+        acc = f"{final['test_acc']:8.2f}%" if final else f"{'-':>9}"
+        best = f"{final['best_test_acc']:6.2f}%" if final else f"{'-':>7}"
+        loss = f"{final['test_loss']:9.4f}" if final else f"{'-':>9}"
+        print(f"{run['variant']:<14} {run['seed']:>4} {run.get('params', 0):>7,} {acc} {best} {loss} {run.get('seconds', 0):8.1f}  {run['status']}")
+    print(f"\nrun folder: {out}")
+
+
+def cmd_compare(args) -> int:
+    from .variants import parse_variants
+    return run_training(args, parse_variants(args.norms))
+
+
+def cmd_train(args) -> int:
+    from .variants import Variant
+    return run_training(args, [Variant.parse(args.norm)])
+
+
+def cmd_summary(args) -> int:
+    from .report.summary import summary_text
+    from .variants import parse_variants
+    print(summary_text(parse_variants(args.norms), args.dataset), end="")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import DATASETS, describe
+    entries = [describe(name, args.data_dir) for name in DATASETS]
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    for e in entries:
+        if e["found"]:
+            print(f"{e['dataset']:<14} found in {e['root']}")
+        else:
+            print(f"{e['dataset']:<14} missing (looked in {'; '.join(e['looked'])})\n{'':<14} {e['how_to_get']}; "
+                  f"or let normlab download it from {e['download_from'][0]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .variants import DEFAULT_VARIANTS
+    parser = Parser(prog="normlab", description="How do normalization layers change how a small CNN trains?")
+    parser.add_argument("--version", action="version", version=f"normlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    p = sub.add_parser("compare", help="train several variants on one dataset and compare them",
+                       description="Train every variant (and seed) and write a run folder with results, curves and report.")
+    p.add_argument("--norms", default=DEFAULT_VARIANTS,
+                   help=f"comma-separated variants NORM[:GROUPS][+l1[=LAMBDA]] (default {DEFAULT_VARIANTS})")
+    add_training_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("train", help="train one variant", description="Train one variant and write a run folder.")
+    p.add_argument("--norm", required=True, help="the variant, e.g. bn, gn:8, ln, in, none, bn+l1, gn:4+l1=5e-5")
+    add_training_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("summary", help="layer table and parameter count of each variant")
+    p.add_argument("--dataset", default="fashion-mnist", help="picks the net (cifar10: 3x32x32; mnist, fashion-mnist: 1x28x28)")
+    p.add_argument("--norms", default="bn,ln,gn,in,ln-elem,none", help="comma-separated variants")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("datasets", help="which datasets are found where, which are missing")
+    p.add_argument("--data-dir", default=None, help="folder to search first")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"normlab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,82 @@
+"""Datasets as uint8 tensors: ``load_dataset("mnist", split="test")``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .catalog import DATASETS, DatasetInfo, dataset_info
+from .formats import read_cifar_batch, read_idx_pair
+from .sources import Location, locate, missing_error
+
+__all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "load_dataset", "load_splits", "locate"]
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    split: str
+    images: torch.Tensor      # uint8, N x C x H x W, in the file's order
+    labels: torch.Tensor      # int64, N
+    source: Path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_dataset(name: str, split: str = "train", data_dir=None, download: bool | None = None) -> Dataset:
+    if split not in ("train", "test"):
+        raise UserError(f"unknown split {split!r}", "use 'train' or 'test'")
+    info = dataset_info(name)
+    location = locate(info, data_dir, download)
+    if not location.found:
+        raise missing_error(location)
+    files = location.files[split]
+    images, labels = _decode(info.name, files, tuple(p.stat().st_mtime_ns for p in files))
+    return Dataset(info, split, images, labels, files[0].parent)
+
+
+def load_splits(name: str, data_dir=None, download: bool | None = None) -> tuple[Dataset, Dataset]:
+    return load_dataset(name, "train", data_dir, download), load_dataset(name, "test", data_dir, download)
+
+
+@lru_cache(maxsize=4)
+def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    # Decoded once per process (keyed by path and mtime): a sweep's many cells share it.
+    info = DATASETS[name]
+    if info.format == "idx":
+        images, labels = read_idx_pair(files[0], files[1], info.shape, len(info.classes))
+    else:
+        parts = [read_cifar_batch(path, len(info.classes)) for path in files]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+    # np.array copies: the IDX reader's arrays are read-only views of the file's bytes.
+    return torch.from_numpy(np.array(images, order="C")), torch.from_numpy(np.array(labels))
+
+
+def describe(name: str, data_dir=None) -> dict:
+    """Where a dataset is found, or where normlab looked (never downloads)."""
+    info = dataset_info(name)
+    location: Location = locate(info, data_dir, download=False)
+    entry = {"dataset": info.name, "title": info.title, "found": location.found}
+    if location.found:
+        entry["root"] = str(location.root)
+        entry["files"] = {split: [str(p) for p in paths] for split, paths in location.files.items()}
+    else:
+        entry["looked"] = location.looked
+        entry["how_to_get"] = info.how_to_get
+        entry["download_from"] = list(info.mirrors)
+    return entry

@@ -1,0 +1,227 @@
+"""Where a dataset's files are: search the usual places, else download them (MD5-checked).
+
+Search order (DESIGN.md): --data-dir, $NORMLAB_DATA, the user cache, system dataset folders,
+then the official mirrors into the user cache. $NORMLAB_MIRROR puts a mirror of your own first;
+NORMLAB_OFFLINE=1 never touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from .catalog import CIFAR_ARCHIVE, CIFAR_FILES, CIFAR_FOLDER, DATASETS, IDX_FILES, DatasetInfo
+from .formats import read_idx
+
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "normlab"
+
+
+@dataclass
+class Location:
+    """The files of both splits, or, when not found, every place that was looked at."""
+    info: DatasetInfo
+    files: dict[str, tuple[Path, ...]] | None = None
+    root: Path | None = None
+    looked: list[str] = field(default_factory=list)
+    downloaded: bool = False
+
+    @property
+    def found(self) -> bool:
+        return self.files is not None
+
+
+def search_roots(info: DatasetInfo, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
+    roots = []
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise UserError(f"--data-dir {data_dir} is not a folder", "pass an existing folder, or leave --data-dir out to search the usual places")
+        roots.append(("--data-dir", path))
+    if os.environ.get("NORMLAB_DATA"):
+        roots.append(("$NORMLAB_DATA", Path(os.environ["NORMLAB_DATA"]).expanduser()))
+    roots.append(("user cache", cache_dir()))
+    roots.extend(("system", Path(d)) for d in info.system_dirs)
+    return roots
+
+
+def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> dict[str, tuple[Path, ...]] | None:
+    """The dataset's files in one root, in any layout normlab understands (its own, torchvision's)."""
+    for folder in info.folders:
+        base = root / folder if folder else root
+        if not base.is_dir():
+            continue
+        if info.format == "idx":
+            files = {split: tuple(_idx_file(base, stem) for stem in stems) for split, stems in IDX_FILES.items()}
+            if all(p is not None for paths in files.values() for p in paths):
+                other = other_idx_dataset(info, files["test"][1])
+                if other is None:
+                    return files
+                if looked is not None:
+                    looked.append(f"{base} (holds {other}, not {info.title})")
+        else:
+            if all((base / name).is_file() for names in CIFAR_FILES.values() for name in names):
+                return {split: tuple(base / n for n in names) for split, names in CIFAR_FILES.items()}
+            if (base / CIFAR_ARCHIVE).is_file():
+                return _cifar_from_archive(base / CIFAR_ARCHIVE)
+    return None
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    # torchvision keeps the gunzipped file in raw/, the publishers ship *.gz: accept both.
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def other_idx_dataset(info: DatasetInfo, test_labels: Path) -> str | None:
+    """The title of the other IDX dataset when these test labels are that one's official set."""
+    try:
+        labels = read_idx(test_labels, 1)
+    except UserError:
+        return None                 # a broken file is reported when it is loaded
+    counts = tuple(int(c) for c in np.bincount(labels, minlength=10))
+    for other in DATASETS.values():
+        if other.format == "idx" and other is not info and counts == other.test_class_counts:
+            return other.title
+    return None
+
+
+def locate(info: DatasetInfo, data_dir=None, download: bool | None = None) -> Location:
+    location = Location(info)
+    for label, root in search_roots(info, data_dir):
+        files = find_in(info, root, location.looked)
+        if files:
+            location.files, location.root = files, root
+            return location
+        location.looked.append(f"{root} ({label})")
+    if download is None:
+        download = os.environ.get("NORMLAB_OFFLINE", "") in ("", "0")
+    if download:
+        target = cache_dir() / info.name
+        fetch(info, target, location)
+        location.files, location.root, location.downloaded = find_in(info, target), target, True
+    return location
+
+
+def missing_error(location: Location, reason: str = "") -> UserError:
+    info = location.info
+    where = "; ".join(location.looked) or "nowhere"
+    return UserError(
+        f"{info.title} not found{': ' + reason if reason else ''} (looked in {where})",
+        info.how_to_get,
+    )
+
+
+def fetch(info: DatasetInfo, target: Path, location: Location) -> None:
+    mirrors = list(info.mirrors)
+    if os.environ.get("NORMLAB_MIRROR"):
+        mirrors.insert(0, os.environ["NORMLAB_MIRROR"].rstrip("/") + "/")
+    target.mkdir(parents=True, exist_ok=True)
+    for remote in info.remote:
+        dest = target / remote.name
+        if dest.is_file() and md5sum(dest) == remote.md5:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = mirror + remote.name
+            try:
+                download(url, dest, remote.md5)
+                break
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
+        else:
+            location.looked.append("download (" + "; ".join(failures) + ")")
+            raise missing_error(location, "offline or the mirrors failed")
+
+
+def download(url: str, dest: Path, md5: str) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar; keep it only if its MD5 is ``md5``."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        got = md5sum(Path(tmp))
+        if got != md5:
+            raise UserError(
+                f"downloaded {url} but its MD5 is {got}, expected {md5}; the file was deleted",
+                "try again later or from another mirror ($NORMLAB_MIRROR), or put a good copy in --data-dir",
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cifar_from_archive(archive: Path) -> dict[str, tuple[Path, ...]]:
+    """Extract the batches of cifar-10-python.tar.gz once, into the user cache."""
+    target = cache_dir() / "cifar10"
+    folder = target / CIFAR_FOLDER
+    stamp = folder / ".extracted-from"
+    signature = f"{archive.resolve()} {archive.stat().st_size} {archive.stat().st_mtime_ns}"
+    if not (stamp.is_file() and stamp.read_text() == signature):
+        extract_cifar(archive, target)
+        stamp.write_text(signature)
+    return {split: tuple(folder / n for n in names) for split, names in CIFAR_FILES.items()}
+
+
+def extract_cifar(archive: Path, target: Path) -> None:
+    """Only the expected batch files, only as plain files, never outside ``target``."""
+    wanted = {f"{CIFAR_FOLDER}/{n}" for names in CIFAR_FILES.values() for n in names} | {f"{CIFAR_FOLDER}/batches.meta"}
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=".extract-"))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = []
+                for member in tar.getmembers():
+                    name = os.path.normpath(member.name)
+                    if name.startswith(("/", "..")) or os.path.isabs(name) or ".." in Path(name).parts:
+                        raise UserError(
+                            f"{archive} holds {member.name!r}, which would be written outside its folder; nothing was extracted",
+                            "get the archive again from the official source",
+                        )
+                    if name in wanted and member.isfile():
+                        members.append(member)
+                # The "data" filter (PEP 706) refuses links, devices and escaping paths as a second line of defence.
+                tar.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise UserError(f"{archive} is not a readable tar.gz archive ({exc})", "delete it and download it again") from None
+        extracted = staging / CIFAR_FOLDER
+        missing = sorted(wanted - {f"{CIFAR_FOLDER}/{p.name}" for p in extracted.glob("*")} - {f"{CIFAR_FOLDER}/batches.meta"})
+        if missing:
+            raise UserError(f"{archive} lacks {', '.join(missing)}", "delete it and download it again")
+        final = target / CIFAR_FOLDER
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(extracted, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

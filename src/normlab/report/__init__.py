@@ -1,0 +1,1 @@
+"""Turning a run folder into figures and a report."""

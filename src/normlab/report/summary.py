@@ -1,0 +1,36 @@
+"""Layer tables and parameter counts (torchinfo), with each norm's share of the parameters."""
+
+from __future__ import annotations
+
+import torchinfo
+
+from ..data import dataset_info
+from ..models import build_model, count_params
+from ..norms import is_norm_layer
+from ..variants import Variant
+
+
+def norm_params(model) -> int:
+    return sum(p.numel() for m in model.modules() if is_norm_layer(m) for p in m.parameters(recurse=False))
+
+
+def variant_summary(variant: Variant, dataset: str) -> dict:
+    info = dataset_info(dataset)
+    model = build_model(variant, info.name)
+    table = torchinfo.summary(model, input_size=(2, *info.shape), col_names=("output_size", "num_params"),
+                              row_settings=("var_names",), mode="eval", verbose=0, depth=3)
+    total, norm = count_params(model), norm_params(model)
+    return {"variant": str(variant), "params": total, "norm_params": norm, "norm_share": norm / total, "table": str(table)}
+
+
+def summary_text(variants: list[Variant], dataset: str) -> str:
+    info = dataset_info(dataset)
+    parts = [f"normlab summary: {info.title}, input {'x'.join(map(str, info.shape))}, {len(info.classes)} classes", ""]
+    rows = [variant_summary(v, info.name) for v in variants]
+    width = max(len(r["variant"]) for r in rows)
+    parts.append(f"{'variant':<{width}}  {'params':>8}  {'in norms':>8}  share")
+    for r in rows:
+        parts.append(f"{r['variant']:<{width}}  {r['params']:>8,}  {r['norm_params']:>8,}  {100 * r['norm_share']:5.1f}%")
+    for r in rows:
+        parts += ["", f"== {r['variant']} ==", r["table"]]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,270 @@
+"""The training loop: one variant, one seed, every epoch checkpointed.
+
+    for epoch in epochs:
+        for x, y in batches:   loss = CE(model(x), y) + l1 * sum|w|;  step
+        evaluate on the test set;  checkpoint;  report the epoch
+
+Everything a resumed run needs (weights, optimizer, schedule, history) is in the checkpoint;
+the random streams are re-seeded from (seed, epoch) at the start of each epoch, so an epoch
+replayed after a kill draws exactly the same batches, crops and dropout masks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Dataset
+from .data.batches import Normalizer, TrainBatches, eval_batches
+from .errors import UserError
+from .models import build_model, count_params
+from .progress import EpochBar
+from .storage import load_checkpoint, save_checkpoint
+from .variants import Variant
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Plain values; every field is a command-line option of the same name."""
+    dataset: str = "fashion-mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None          # peak learning rate; None: 0.1 for sgd, 0.004 for adamw
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    dropout: float = 0.0
+    seed: int = 1
+    seeds: int = 1
+    train_limit: int | None = None   # use only the first N training images (--quick)
+    test_limit: int | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 20"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr {self.lr} must be a positive number", "pass e.g. --lr 0.1"),
+            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
+            (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
+            (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
+            (self.seeds >= 1, f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 3"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}", f"choose one of {', '.join(SCHEDULES)}"),
+        ]
+        for ok, what, fix in checks:
+            if not ok:
+                raise UserError(what, fix)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
+
+    def seed_list(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU here", "use --device cpu or --device auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}", "use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def check_batch(variant: Variant, batch_size: int, train_size: int) -> None:
+    if variant.depends_on_batch and batch_size < 2:
+        raise UserError(
+            f"batch size {batch_size} with {variant}: BatchNorm needs at least 2 samples to compute a variance",
+            "use --batch-size 2 or more, or a norm that does not use the batch (gn, ln, in)",
+        )
+    if batch_size > train_size:
+        raise UserError(f"batch size {batch_size} exceeds the {train_size} training images", f"use --batch-size {train_size} or less")
+
+
+def weights(model: nn.Module) -> list[nn.Parameter]:
+    """Conv kernels: what weight decay and L1 act on (not biases or norm scales, which set the
+    scale normalization exists to control)."""
+    return [p for p in model.parameters() if p.ndim > 1]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kernel_ids = {id(p) for p in weights(model)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in kernel_ids], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in model.parameters() if id(p) not in kernel_ids], "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.peak_lr)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        # Warm up for the first 25% of steps, then anneal: fast and forgiving on these small nets.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.peak_lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float                    # percent
+    predictions: torch.Tensor | None = None
+    confidences: torch.Tensor | None = None
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
+             keep_predictions: bool = False, batch_size: int = 1000) -> Evaluation:
+    model.eval()
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), device=labels.device, dtype=torch.long)
+    predictions, confidences = [], []
+    for x, y in eval_batches(images, labels, normalizer, batch_size):
+        with autocast(labels.device):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        conf, pred = logits.softmax(1).max(1)
+        correct += (pred == y).sum()
+        if keep_predictions:
+            predictions.append(pred)
+            confidences.append(conf)
+    n = len(labels)
+    result = Evaluation(loss_sum.item() / n, 100.0 * correct.item() / n)
+    if keep_predictions:
+        result.predictions = torch.cat(predictions).cpu()
+        result.confidences = torch.cat(confidences).cpu()
+    return result
+
+
+def autocast(device: torch.device):
+    # bf16 on CUDA halves memory traffic and uses tensor cores; fp32 on CPU, where bf16 is slower
+    # on most machines. bf16 needs no loss scaling.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass
+class RunResult:
+    record: dict                       # the run's entry in results.json
+    model: nn.Module
+    final: Evaluation | None           # test-set predictions of the finished model
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds besides tensors: the per-epoch records so far."""
+    epochs: list[dict] = field(default_factory=list)
+    status: str = "running"
+
+
+def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, test: Dataset,
+              device: torch.device, checkpoint: Path | None = None,
+              on_epoch: Callable[[dict], None] | None = None, label: str | None = None) -> RunResult:
+    """Train one variant with one seed.
+
+    With ``checkpoint`` set, state is saved there after every epoch, and a run that finds a
+    checkpoint of an unfinished run continues from its last finished epoch.
+    """
+    check_batch(variant, cfg.batch_size, len(train))
+    torch.manual_seed(seed)
+    model = build_model(variant, cfg.dataset, cfg.dropout).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer(train.info, device, channels_last)
+    train_images, train_labels = train.images.to(device), train.labels.to(device)
+    test_images, test_labels = test.images.to(device), test.labels.to(device)
+    batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer)
+    optimizer = make_optimizer(model, cfg)
+    schedule = make_schedule(optimizer, cfg, len(batches))
+    state = RunState()
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        state = RunState(saved["epochs"], saved["status"])
+    record = {"variant": str(variant), "seed": seed, "params": count_params(model), "status": state.status,
+              "seconds": sum(e["seconds"] for e in state.epochs), "epochs": state.epochs}
+    l1_weights = weights(model) if variant.l1 else []
+    generator = torch.Generator(device=device)
+    name = label or f"{variant} seed {seed}"
+
+    for epoch in range(len(state.epochs) + 1, cfg.epochs + 1):
+        if state.status != "running":
+            break
+        started = time.perf_counter()
+        epoch_seed = seed * 1_000_003 + epoch
+        torch.manual_seed(epoch_seed)
+        generator.manual_seed(epoch_seed)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = EpochBar(name, epoch, cfg.epochs, len(batches))
+        for step, (x, y) in enumerate(batches.epoch(generator), 1):
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            total = loss + variant.l1 * sum(w.abs().sum() for w in l1_weights) if variant.l1 else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            schedule.step()
+            # Accumulate on the device; reading a number back every step would stall a GPU.
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            bar.update(step, loss_sum, correct, step * cfg.batch_size)
+        seen = len(batches) * cfg.batch_size
+        train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
+        if math.isfinite(train_loss):
+            result = evaluate(model, test_images, test_labels, normalizer)
+            state.epochs.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
+                                 "test_loss": round(result.loss, 6), "test_acc": round(result.accuracy, 4),
+                                 "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3)})
+            if epoch == cfg.epochs:
+                state.status = "done"
+            bar.close(f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
+                      f"test loss {result.loss:.4f} acc {result.accuracy:5.2f}%  {state.epochs[-1]['seconds']:5.1f}s")
+        else:
+            # Stop this variant only: the others in the comparison go on.
+            state.status = f"diverged at epoch {epoch}"
+            bar.close(f"diverged: mean training loss is {train_loss}")
+        record.update(status=state.status, epochs=state.epochs,
+                      seconds=round(record["seconds"] + time.perf_counter() - started, 3))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "schedule": schedule.state_dict(), "epochs": state.epochs,
+                                         "status": state.status, "variant": str(variant), "seed": seed})
+        if on_epoch is not None:
+            on_epoch(record)
+
+    if state.epochs:
+        last = state.epochs[-1]
+        record["final"] = {"test_acc": last["test_acc"], "test_loss": last["test_loss"],
+                           "train_acc": last["train_acc"], "train_loss": last["train_loss"],
+                           "best_test_acc": max(e["test_acc"] for e in state.epochs)}
+    final = None
+    if state.status == "done":
+        final = evaluate(model, test_images, test_labels, normalizer, keep_predictions=True)
+    return RunResult(record, model, final)

@@ -1,0 +1,117 @@
+"""The command line: a run folder as DESIGN.md lays it out, and bad input as one line, exit 2."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import make_idx_dataset, run_cli
+from normlab import load_run
+from normlab.runs import metrics_csv
+
+
+@pytest.fixture
+def run_dir(fashion_dir, tmp_path):
+    out = tmp_path / "run"
+    code = run_cli("compare", "--norms", "bn,gn:2", "--epochs", "2", "--batch-size", "32", "--data-dir", fashion_dir, "--out", out)
+    assert code == 0
+    return out
+
+
+def test_compare_writes_the_run_folder(run_dir, fashion_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["normlab"] == "0.1.0" and results["dataset"] == "fashion-mnist"
+    assert results["config"]["epochs"] == 2 and results["config"]["variants"] == ["bn", "gn:2"]
+    assert [r["variant"] for r in results["runs"]] == ["bn", "gn:2"]
+    for run in results["runs"]:
+        assert run["status"] == "done" and run["seed"] == 1 and 0 < run["params"] < 20_000
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+        assert set(run["epochs"][0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+        assert run["final"]["best_test_acc"] >= run["final"]["test_acc"]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len(rows) == 2 * 2 * 2 and rows[0].keys() == {"variant", "seed", "epoch", "split", "loss", "accuracy"}
+    assert (run_dir / "metrics.csv").read_text() == metrics_csv(results)
+    for name in ("bn.pt", "gn2.pt"):
+        state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert "model" in state
+
+
+def test_misclassified_are_really_misclassified(run_dir, fashion_dir):
+    run = load_run(run_dir)
+    test = run.test_set(fashion_dir)
+    mistakes = run.misclassified
+    assert set(mistakes) == {"bn", "gn:2"}
+    for variant, items in mistakes.items():
+        assert 0 < len(items) <= 10
+        index = torch.tensor([m["index"] for m in items])
+        pred, conf = run.predict(variant, test.images[index])
+        assert pred.tolist() == [m["pred"] for m in items]
+        assert test.labels[index].tolist() == [m["true"] for m in items]
+        assert all(m["pred"] != m["true"] for m in items)
+        assert [m["confidence"] for m in items] == sorted((m["confidence"] for m in items), reverse=True)
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_existing_run_is_refused_and_left_intact(run_dir, fashion_dir, capsys):
+    before = snapshot(run_dir)
+    code = run_cli("compare", "--data-dir", fashion_dir, "--out", run_dir, "--epochs", "1")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "already holds a run" in err and "--resume" in err and "\n" not in err
+    assert snapshot(run_dir) == before
+
+
+def test_resume_of_a_finished_run_retrains_nothing(run_dir, fashion_dir):
+    before = json.loads((run_dir / "results.json").read_text())
+    code = run_cli("compare", "--norms", "bn,gn:2", "--epochs", "2", "--batch-size", "32", "--data-dir", fashion_dir,
+                   "--out", run_dir, "--resume")
+    after = json.loads((run_dir / "results.json").read_text())
+    assert code == 0 and after["runs"] == before["runs"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["compare", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["compare", "--norms", "bn,xn"], "unknown norm 'xn'"),
+    (["compare", "--norms", "gn:3"], "gn:3 does not divide"),
+    (["train", "--norm", "bn", "--batch-size", "1"], "batch size 1 with bn"),
+    (["compare", "--epochs", "0"], "--epochs 0 must be at least 1"),
+    (["compare", "--batch-size", "-4"], "--batch-size -4 must be at least 1"),
+    (["compare", "--lr", "-1"], "--lr -1.0 must be a positive number"),
+    (["compare", "--optimizer", "lbfgs"], "unknown optimizer"),
+    (["compare", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["compare", "--epochs", "ten"], "'ten' is not a whole number"),
+    (["compare", "--dataset", "mnist"], "MNIST not found"),
+    (["compare", "--device", "tpu"], "unknown device"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run_cli(*args, "--out", out)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert words in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists(), "nothing written for refused input"
+
+
+def test_errors_as_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "normlab", "compare", "--norms", "gn:5", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "use gn:G with G one of 1, 2, 4, 8" in proc.stderr
+
+
+def test_datasets_command(tmp_path, capsys):
+    make_idx_dataset(tmp_path / "root" / "fashion-mnist", n_train=20, n_test=10)
+    assert run_cli("datasets", "--json", "--data-dir", tmp_path / "root") == 0
+    entries = {e["dataset"]: e for e in json.loads(capsys.readouterr().out)}
+    assert entries["fashion-mnist"]["found"] and not entries["mnist"]["found"]
+
+
+def test_summary_command(capsys):
+    assert run_cli("summary", "--dataset", "cifar10", "--norms", "bn,ln-elem") == 0
+    out = capsys.readouterr().out
+    assert "BatchNorm2d" in out and "LayerNorm" in out and "43,466" in out

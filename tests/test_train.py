@@ -1,0 +1,99 @@
+"""The training path on generated data: batches, augmentation, determinism, L1, divergence."""
+
+import torch
+import torch.nn.functional as F
+
+from normlab.data import load_splits
+from normlab.data.batches import Normalizer, TrainBatches
+from normlab.data.catalog import dataset_info
+from normlab.models import build_model
+from normlab.train import TrainConfig, train_run, weights
+from normlab.variants import Variant
+
+
+def test_normalizer_matches_the_formula():
+    info = dataset_info("cifar10")
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = (images.float() / 255 - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    assert torch.allclose(Normalizer(info, torch.device("cpu"))(images), expected, atol=1e-5)
+
+
+def test_crops_are_shifted_windows_and_flips_are_mirrors():
+    info = dataset_info("cifar10")
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    batches = TrainBatches(images, torch.zeros(64, dtype=torch.long), info, 16, Normalizer(info, torch.device("cpu")))
+    index = torch.arange(64)
+    out = batches.crop_and_flip(index, torch.Generator().manual_seed(0))
+    padded = F.pad(images, (4, 4, 4, 4))
+    flipped_count = 0
+    for i in range(64):
+        windows = [(padded[i, :, dy:dy + 32, dx:dx + 32], flip) for dy in range(9) for dx in range(9) for flip in (False, True)]
+        matches = [flip for w, flip in windows if torch.equal(out[i], w.flip(-1) if flip else w)]
+        assert matches, f"image {i} is not a (flipped) shifted window of its padded original"
+        flipped_count += matches[0]
+    assert 10 < flipped_count < 54, "about half the batch is flipped"
+
+
+def test_28x28_sets_are_translated_but_never_flipped():
+    info = dataset_info("fashion-mnist")
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    batches = TrainBatches(images, torch.zeros(32, dtype=torch.long), info, 8, Normalizer(info, torch.device("cpu")))
+    out = batches.crop_and_flip(torch.arange(32), torch.Generator().manual_seed(1))
+    padded = F.pad(images, (2, 2, 2, 2))
+    for i in range(32):
+        assert any(torch.equal(out[i], padded[i, :, dy:dy + 28, dx:dx + 28]) for dy in range(5) for dx in range(5))
+
+
+def test_epoch_visits_each_image_at_most_once_and_drops_the_partial_batch():
+    info = dataset_info("fashion-mnist")
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 28, 28).contiguous()
+    labels = torch.arange(50)
+    batches = TrainBatches(images, labels, info, 16, Normalizer(info, torch.device("cpu")), augment=False)
+    seen = torch.cat([y for _, y in batches.epoch(torch.Generator().manual_seed(0))])
+    assert len(batches) == 3 and len(seen) == 48 and len(set(seen.tolist())) == 48
+
+
+def small_config(**overrides):
+    values = dict(dataset="fashion-mnist", epochs=2, batch_size=32, lr=0.05, seed=3)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_learns_and_is_repeatable(fashion_dir):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    cfg = small_config(epochs=3)
+    first = train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu"))
+    second = train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu"))
+    assert first.record["status"] == "done" and len(first.record["epochs"]) == 3
+    assert first.record["final"]["test_acc"] > 50, "the bar's row gives the class away"
+    strip = lambda r: [{k: v for k, v in e.items() if k != "seconds"} for e in r["epochs"]]
+    assert strip(first.record) == strip(second.record)
+    assert first.final.predictions.shape == (len(test),)
+
+
+def test_l1_shrinks_the_weights(fashion_dir):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    cfg = small_config(epochs=1, weight_decay=0.0)
+    l1_sum = lambda model: sum(w.abs().sum().item() for w in weights(model))
+    plain = train_run(Variant.parse("bn"), 3, cfg, train, test, torch.device("cpu")).model
+    sparse = train_run(Variant.parse("bn+l1=0.01"), 3, cfg, train, test, torch.device("cpu")).model
+    assert l1_sum(sparse) < 0.9 * l1_sum(plain)
+
+
+def test_a_nan_loss_stops_the_run_and_says_when(fashion_dir):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    cfg = small_config(epochs=3, lr=1e6, schedule="constant")
+    outcome = train_run(Variant.parse("none"), 3, cfg, train, test, torch.device("cpu"))
+    assert outcome.record["status"] == "diverged at epoch 1"
+    assert outcome.final is None
+
+
+def test_batch_statistics_differ_between_norms():
+    """bn's output for a sample depends on the rest of the batch; gn/ln/in's does not."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    for name, batch_dependent in [("bn", True), ("gn:4", False), ("ln", False), ("in", False)]:
+        model = build_model(name, "cifar10").train()
+        alone = model(x[:2])[0]
+        together = model(x)[0]
+        assert (not torch.allclose(alone, together, atol=1e-5)) == batch_dependent, name
