@@ -122,6 +122,29 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import Shape, draw_figure, explain
+    from .explain.figure import check_path
+    from .explain.stats import check_seed
+    from .explain.render import to_markdown, to_text
+    shape = Shape(args.batch, args.channels, args.height, args.width, args.groups).check()
+    check_seed(args.seed)
+    if args.figure:
+        check_path(args.figure)
+    explanation = explain(shape, args.seed)
+    if args.figure:
+        draw_figure(args.figure, shape)
+    if args.json:
+        print(json.dumps(explanation.to_json()))
+    elif args.markdown:
+        print(to_markdown(explanation, figure=args.figure), end="")
+    else:
+        print(to_text(explanation), end="")
+        if args.figure:
+            print(f"figure: {args.figure}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .variants import DEFAULT_VARIANTS
     parser = Parser(prog="normlab", description="How do normalization layers change how a small CNN trains?")
@@ -144,6 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion-mnist", help="picks the net (cifar10: 3x32x32; mnist, fashion-mnist: 1x28x28)")
     p.add_argument("--norms", default="bn,ln,gn,in,ln-elem,none", help="comma-separated variants")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("explain", help="how BN, LN, GN and IN compute their statistics, worked and checked",
+                       description="Work BatchNorm, LayerNorm, GroupNorm and InstanceNorm by hand on a small integer "
+                                   "input and check every number against the PyTorch layers normlab's models use.")
+    p.add_argument("--batch", type=whole_number, default=3, help="N, samples in the batch (default 3)")
+    p.add_argument("--channels", type=whole_number, default=4, help="C (default 4)")
+    p.add_argument("--height", type=whole_number, default=2, help="H (default 2)")
+    p.add_argument("--width", type=whole_number, default=2, help="W (default 2)")
+    p.add_argument("--groups", type=whole_number, default=2, help="G, GroupNorm's groups; must divide C (default 2)")
+    p.add_argument("--seed", type=whole_number, default=1, help="draws the input (default 1)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="every number, machine-readable")
+    form.add_argument("--markdown", action="store_true", help="the section a report embeds")
+    p.add_argument("--figure", metavar="PNG", default=None, help="also draw the four norms over the (N, C, H*W) cube to PNG")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("datasets", help="which datasets are found where, which are missing")
     p.add_argument("--data-dir", default=None, help="folder to search first")

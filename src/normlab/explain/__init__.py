@@ -1,0 +1,85 @@
+"""How BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute their statistics, worked by
+hand on a small integer input and checked against the layers normlab's models hold.
+
+    from normlab.explain import explain, Shape
+    e = explain(Shape(batch=3, channels=4, height=2, width=2, groups=2), seed=1)
+    e.to_json()["norms"]["gn"]["max_abs_diff_vs_torch"]     # ~1e-16
+
+Modules: stats (the hand computation, no torch), check (PyTorch's layers via make_norm),
+render (text and markdown), practice (what each choice means, with the GN paper's numbers),
+figure (the (N, C, H*W) cube picture), network (the table for a run's own net).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .stats import EPS, ORDER, Shape, Worked
+
+__all__ = ["Shape", "Explanation", "explain", "explanation_markdown", "draw_figure"]
+
+
+@dataclass
+class Explanation:
+    shape: Shape
+    seed: int
+    input: np.ndarray
+    worked: dict[str, Worked]
+    checks: dict[str, dict]        # per norm: torch layer, its parameter count, max |difference|
+    per_element_ln: dict           # LayerNorm([C, H, W]) beside LN
+    batch_dependence: dict[str, float]
+
+    def to_json(self) -> dict:
+        from . import stats
+        n, c, h, w = self.shape.dims
+        norms = {}
+        for norm in ORDER:
+            worked, check = self.worked[norm], self.checks[norm]
+            entry = {
+                "name": stats.NAMES[norm], "per": stats.PER[norm], "axes": stats.AXES[norm],
+                **stats.layout(norm, n, c, h, w, self.shape.groups),
+                "mean": [s.mean for s in worked.stats], "var": [s.var for s in worked.stats],
+                "std": [s.std for s in worked.stats],
+                "groups": [{"label": s.label, "planes": [list(p) for p in s.planes], "values": s.values,
+                            "sum": s.total, "mean": s.mean, "var": s.var} for s in worked.stats],
+                "output": worked.output.tolist(),
+                "params": stats.params(norm, c, h, w),
+                "batch_dependence": self.batch_dependence[norm],
+                **check,
+            }
+            if norm == "ln":
+                entry["per_element"] = self.per_element_ln
+            norms[norm] = entry
+        return {
+            "shape": {"batch": n, "channels": c, "height": h, "width": w, "groups": self.shape.groups},
+            "seed": self.seed, "eps": EPS, "dtype": "float64",
+            "variance": {"normalization": "biased: sum((x - mean)^2) / m",
+                         "bn_running_var": "unbiased: sum((x - mean)^2) / (m - 1)"},
+            "input": self.input.astype(int).tolist(),
+            "norms": norms,
+        }
+
+
+def explain(shape: Shape = Shape(), seed: int = 1) -> Explanation:
+    """Work every norm by hand on an input drawn from ``seed`` and check it with PyTorch."""
+    from . import check, stats
+    shape.check()
+    stats.check_seed(seed)
+    x = stats.draw_input(shape, seed)
+    worked = {norm: stats.work(norm, x, shape) for norm in ORDER}
+    checks = {norm: check.check(norm, worked[norm], x, shape) for norm in ORDER}
+    return Explanation(shape, seed, x, worked, checks, check.check_per_element_layernorm(worked["ln"], x, shape),
+                       stats.batch_dependence(x, shape, seed))
+
+
+def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2) -> str:
+    """The report's section: the worked default example, then a table for the run's own net."""
+    from .network import explanation_markdown as build
+    return build(dataset, variants, batch_size, figure, level)
+
+
+def draw_figure(path, shape: Shape = Shape()) -> None:
+    from .figure import draw_figure as draw
+    draw(path, shape)

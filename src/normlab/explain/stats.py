@@ -1,0 +1,200 @@
+"""The explanation maths: which values share one mean and variance under each norm, by hand.
+
+Every norm computes y = (x - mean) / sqrt(var + eps) * weight + bias; they differ only in
+which values share a mean. All four take whole H x W planes, so a statistic is a set of
+(sample n, channel c) planes:
+
+    bn  per channel c:             the planes (0, c), (1, c), ... (N-1, c)
+    ln  per sample n:              the planes (n, 0), (n, 1), ... (n, C-1)
+    gn  per sample n and group g:  the planes (n, c) for the C/G channels of group g
+    in  per sample n and channel:  the plane (n, c) alone
+
+The sums below are written out plane by plane, like the second seed's spreadsheet, so that
+this file shares no code path with PyTorch's kernels or with NumPy's axis reductions (the
+tests check it against both). No torch here: shape errors answer before PyTorch loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserError
+
+EPS = 1e-5          # PyTorch's default eps for BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
+MOMENTUM = 0.1      # BatchNorm2d's default weight of the newest batch in its running estimates
+MAX_VALUES = 100_000  # a worked example is for reading; beyond this it is a benchmark
+INPUT_RANGE = (0, 10)  # integers 0..9, so every sum can be checked by hand
+
+ORDER = ("bn", "ln", "gn", "in")
+NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm", "in": "InstanceNorm", "ln-elem": "LayerNorm([C, H, W])"}
+PER = {"bn": "channel", "ln": "sample", "gn": "sample and group", "in": "sample and channel"}
+AXES = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"]}
+AXES_NOTE = {"bn": "N, H, W", "ln": "C, H, W", "gn": "C/G channels, H, W", "in": "H, W"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int = 3
+    channels: int = 4
+    height: int = 2
+    width: int = 2
+    groups: int = 2
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        return self.batch, self.channels, self.height, self.width
+
+    def check(self) -> "Shape":
+        """Refuse shapes no norm (or not all four) can explain, naming the fix."""
+        for flag, value in (("--batch", self.batch), ("--channels", self.channels), ("--height", self.height),
+                            ("--width", self.width), ("--groups", self.groups)):
+            if value < 1:
+                raise UserError(f"{flag} {value} must be at least 1", f"pass a positive whole number, e.g. {flag} 2")
+        if self.batch < 2:
+            # PyTorch itself only refuses when N*H*W = 1, but with one sample BatchNorm's
+            # statistics are that sample's own per-channel ones (InstanceNorm's): there is no
+            # batch left to explain, and `normlab train` refuses batch 1 with bn for the same reason.
+            raise UserError("--batch 1 leaves BatchNorm no batch to average over (its statistics would be one sample's own)",
+                            "use --batch 2 or more")
+        if self.height * self.width < 2:
+            raise UserError(f"--height {self.height} --width {self.width} gives InstanceNorm one value per channel, "
+                            "whose variance is 0 (PyTorch refuses it in training mode)",
+                            "use at least 2 pixels, e.g. --height 2 --width 2")
+        if self.channels % self.groups:
+            valid = [d for d in range(1, self.channels + 1) if self.channels % d == 0]
+            raise UserError(f"--groups {self.groups} does not divide {self.channels} channels",
+                            f"use --groups with one of {', '.join(map(str, valid))}")
+        if math.prod(self.dims) > MAX_VALUES:
+            raise UserError(f"{'x'.join(map(str, self.dims))} is {math.prod(self.dims):,} values, too many to explain "
+                            f"by hand (at most {MAX_VALUES:,})", "use a smaller shape, e.g. the default 3x4x2x2")
+        return self
+
+
+def check_seed(seed: int) -> int:
+    if seed < 0:
+        raise UserError(f"--seed {seed} must be 0 or more", "pass e.g. --seed 1")
+    return seed
+
+
+def draw_input(shape: Shape, seed: int) -> np.ndarray:
+    """Small integers, reproducible from the seed, as float64 (the dtype every check uses)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(*INPUT_RANGE, size=shape.dims).astype(np.float64)
+
+
+def layout(norm: str, batch: int, channels: int, height: int, width: int, groups: int | None = None) -> dict:
+    """How many means a norm computes on a (batch, channels, height, width) activation and over
+    how many values each; the same rule serves the worked example and a real net's layers."""
+    hw = height * width
+    if norm == "bn":
+        return {"count": channels, "values_each": batch * hw, "stat_shape": [channels]}
+    if norm in ("ln", "ln-elem"):
+        return {"count": batch, "values_each": channels * hw, "stat_shape": [batch]}
+    if norm == "gn":
+        return {"count": batch * groups, "values_each": channels // groups * hw, "stat_shape": [batch, groups]}
+    if norm == "in":
+        return {"count": batch * channels, "values_each": hw, "stat_shape": [batch, channels]}
+    raise ValueError(f"no statistics for norm {norm!r}")
+
+
+def params(norm: str, channels: int, height: int, width: int) -> int:
+    """Learnable parameters of one layer: a weight (gamma) and a bias (beta) per channel, or per
+    element for LayerNorm([C, H, W]). BatchNorm's running mean and variance are buffers, not
+    parameters."""
+    return 2 * channels * height * width if norm == "ln-elem" else 2 * channels
+
+
+def member_planes(norm: str, shape: Shape) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Each statistic's label and the (sample, channel) planes that share it, in PyTorch's order."""
+    n_, c_ = shape.batch, shape.channels
+    if norm == "bn":
+        return [(f"channel {c}", [(n, c) for n in range(n_)]) for c in range(c_)]
+    if norm == "ln":
+        return [(f"sample {n}", [(n, c) for c in range(c_)]) for n in range(n_)]
+    if norm == "gn":
+        size = c_ // shape.groups
+        return [(f"sample {n}, group {g} (channels {g * size}-{g * size + size - 1})" if size > 1
+                 else f"sample {n}, group {g} (channel {g})",
+                 [(n, c) for c in range(g * size, g * size + size)])
+                for n in range(n_) for g in range(shape.groups)]
+    if norm == "in":
+        return [(f"sample {n}, channel {c}", [(n, c)]) for n in range(n_) for c in range(c_)]
+    raise ValueError(f"no statistics for norm {norm!r}")
+
+
+@dataclass
+class Statistic:
+    """One mean and variance and the values they are computed over."""
+    label: str
+    planes: list[tuple[int, int]]
+    values: list[float]
+    total: float
+    mean: float
+    squared_deviations: float   # sum of (x - mean)^2
+    var: float                  # biased: squared_deviations / m, what normalization divides by
+    std: float                  # sqrt(var + eps)
+
+    @property
+    def unbiased_var(self) -> float:
+        """squared_deviations / (m - 1): what BatchNorm folds into its running_var."""
+        return self.squared_deviations / (len(self.values) - 1)
+
+
+@dataclass
+class Worked:
+    """One norm worked through on one input."""
+    norm: str
+    stats: list[Statistic]
+    output: np.ndarray
+
+
+def statistic(label: str, planes: list[tuple[int, int]], x: np.ndarray) -> Statistic:
+    values = [float(v) for n, c in planes for v in x[n, c].ravel()]
+    total = math.fsum(values)
+    mean = total / len(values)
+    squared = math.fsum((v - mean) ** 2 for v in values)
+    var = squared / len(values)
+    return Statistic(label, planes, values, total, mean, squared, var, math.sqrt(var + EPS))
+
+
+def work(norm: str, x: np.ndarray, shape: Shape) -> Worked:
+    """Normalize x by hand: gather each statistic's planes, then (x - mean) / sqrt(var + eps).
+    weight = 1 and bias = 0 (PyTorch's initial values), so the output is the normalized x."""
+    out = np.empty_like(x)
+    stats = []
+    for label, planes in member_planes(norm, shape):
+        s = statistic(label, planes, x)
+        for n, c in planes:
+            out[n, c] = (x[n, c] - s.mean) / s.std
+        stats.append(s)
+    return Worked(norm, stats, out)
+
+
+def running_after_one_step(bn: Worked) -> dict:
+    """BatchNorm's running estimates after one training step from their initial 0 and 1:
+    new = (1 - momentum) * old + momentum * batch statistic, with the UNBIASED batch variance."""
+    mean = [(1 - MOMENTUM) * 0.0 + MOMENTUM * s.mean for s in bn.stats]
+    var = [(1 - MOMENTUM) * 1.0 + MOMENTUM * s.unbiased_var for s in bn.stats]
+    return {"momentum": MOMENTUM, "unbiased_var": [s.unbiased_var for s in bn.stats],
+            "running_mean": mean, "running_var": var}
+
+
+def eval_output(x: np.ndarray, running: dict) -> np.ndarray:
+    """BatchNorm in evaluation mode: every sample normalized by the running estimates."""
+    out = np.empty_like(x)
+    for c, (m, v) in enumerate(zip(running["running_mean"], running["running_var"])):
+        out[:, c] = (x[:, c] - m) / math.sqrt(v + EPS)
+    return out
+
+
+def batch_dependence(x: np.ndarray, shape: Shape, seed: int) -> dict[str, float]:
+    """How far sample 0's output moves when every other sample of the batch is redrawn."""
+    other = x.copy()
+    other[1:] = draw_input(shape, seed + 1)[1:]
+    if np.array_equal(other, x):  # a tiny shape can redraw the same integers
+        other[1:] += 1
+    return {norm: float(np.abs(work(norm, x, shape).output[0] - work(norm, other, shape).output[0]).max())
+            for norm in ORDER}
