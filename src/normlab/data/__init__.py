@@ -7,7 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import UserError
 from .catalog import DATASETS, DatasetInfo, dataset_info
@@ -21,8 +20,8 @@ __all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "load_dataset",
 class Dataset:
     info: DatasetInfo
     split: str
-    images: torch.Tensor      # uint8, N x C x H x W, in the file's order
-    labels: torch.Tensor      # int64, N
+    images: "torch.Tensor"    # uint8, N x C x H x W, in the file's order
+    labels: "torch.Tensor"    # int64, N
     source: Path
 
     @property
@@ -54,7 +53,7 @@ def load_splits(name: str, data_dir=None, download: bool | None = None) -> tuple
 
 
 @lru_cache(maxsize=4)
-def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tuple["torch.Tensor", "torch.Tensor"]:
     # Decoded once per process (keyed by path and mtime): a sweep's many cells share it.
     info = DATASETS[name]
     if info.format == "idx":
@@ -63,6 +62,7 @@ def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tupl
         parts = [read_cifar_batch(path, len(info.classes)) for path in files]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
+    import torch  # here, not at the top: `normlab --help` and input errors should not wait for PyTorch
     # np.array copies: the IDX reader's arrays are read-only views of the file's bytes.
     return torch.from_numpy(np.array(images, order="C")), torch.from_numpy(np.array(labels))
 
