@@ -1,9 +1,9 @@
-"""curves.png: loss and accuracy per epoch, test on top, train below, one colour per variant.
+"""curves.png: loss and accuracy per epoch, test on the left, train beside it, one colour per variant.
 
 With several seeds a variant is drawn as the mean over its seeds with a min-max band. A run
 that diverged stops where it diverged (marked with an x); one still training is drawn as far
 as it got. Accuracy differences at the end of training are often a fraction of a point, lost
-on an axis that also holds epoch 1, so a third column zooms into the second half of training.
+on an axis that also holds epoch 1, so a third row zooms into the second half of training.
 """
 
 from __future__ import annotations
@@ -45,24 +45,22 @@ def plot_curves(run):
     multi_seed = any(len(g.runs) > 1 for g in groups)
 
     with rc_context(FONT):
-        fig = new_figure(16 if zoom else 11.5, 8.6)
-        axes = fig.subplots(2, 3 if zoom else 2, squeeze=False)
-        columns = [("loss", "loss"), ("acc", "accuracy (%)")] + ([("acc", "accuracy (%)")] if zoom else [])
+        panels = [("loss", "loss", False), ("acc", "accuracy (%)", False)] + ([("acc", "accuracy (%)", True)] if zoom else [])
+        fig = new_figure(12, 4.1 * len(panels) + 0.9)
+        axes = fig.subplots(len(panels), 2, squeeze=False)
         handles = {}
-        for row, split in enumerate(("test", "train")):
-            for col, (metric, ylabel) in enumerate(columns):
+        last_epoch = max(epochs_planned, longest)
+        for col, split in enumerate(("test", "train")):          # train beside test, row by row
+            for row, (metric, ylabel, zoomed) in enumerate(panels):
                 ax = axes[row][col]
-                zoomed = col == 2
                 title = f"{split.capitalize()} {ylabel.split(' ')[0]}"
-                ax.set_title(title + (f", epochs {zoom_from}-{max(epochs_planned, longest)} (zoomed)" if zoomed else ""))
+                ax.set_title(title + (f", epochs {zoom_from}-{last_epoch} (zoomed)" if zoomed else ""))
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(ylabel)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(True, alpha=0.3)
                 for group in groups:
                     curve = group.curve(f"{split}_{metric}")
-                    if not curve.epochs:
-                        continue
                     keep = [i for i, e in enumerate(curve.epochs) if not zoomed or e >= zoom_from]
                     if not keep:
                         continue
@@ -81,7 +79,7 @@ def plot_curves(run):
                                         color=color, ls="none")
                     handles.setdefault(group.variant, line)
                 if zoomed:
-                    ax.set_xlim(zoom_from - 0.3, max(epochs_planned, longest) + 0.3)
+                    ax.set_xlim(zoom_from - 0.3, last_epoch + 0.3)
         for group in groups:
             if group.variant not in handles:      # no epoch finished yet: still listed, with its state
                 (handles[group.variant],) = axes[0][0].plot([], [], color=colors[group.variant], lw=2)
@@ -98,7 +96,7 @@ def run_title(run) -> str:
     from ..data import dataset_info
     cfg = run.config
     title = dataset_info(run.dataset).title
-    size = f", {cfg['train_size']:,} training images" if cfg.get("train_size") else ""
+    size = f", {cfg['train_size']:,} training images" if isinstance(cfg.get("train_size"), int) else ""
     return f"{title}{size}, batch {cfg.get('batch_size', '?')}"
 
 

@@ -18,7 +18,6 @@ from ..data import dataset_info
 from .aggregate import VariantRuns, mean_std
 from .curves import CURVES
 from .findings import run_findings
-from .grids import grid_name
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -57,9 +56,69 @@ class Code:
 
 
 @dataclass
+class Heading:
+    text: str
+    level: int = 3                     # sub-heading inside a section (## is the section's own)
+
+
+@dataclass
 class Section:
     title: str
     blocks: list
+
+
+def markdown_section(text: str) -> Section:
+    """A Section from Markdown that starts with its own heading, e.g. the explanation's.
+
+    Understands the plain subset generated text uses (the project has no Markdown library):
+    headings, paragraphs, pipe tables (``---:`` right-aligns), lines that are one image
+    ``![alt](file in the run folder)``, and fenced code. Anything else stays a paragraph.
+    """
+    lines = text.strip("\n").splitlines()
+    if not lines or not lines[0].startswith("#"):
+        raise ValueError("markdown_section needs text that starts with a heading")
+    title = lines[0].lstrip("#").strip()
+    blocks: list = []
+    paragraph: list[str] = []
+
+    def flush():
+        if paragraph:
+            blocks.append(Paragraph(" ".join(paragraph)))
+            paragraph.clear()
+
+    i = 1
+    while i < len(lines):
+        line = lines[i].rstrip()
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)\s]+)\)", line.strip())
+        if not line.strip():
+            flush()
+        elif line.startswith("```"):
+            flush()
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
+            blocks.append(Code("\n".join(lines[i + 1:end])))
+            i = end
+        elif line.startswith("#"):
+            flush()
+            blocks.append(Heading(line.lstrip("#").strip(), min(6, len(line) - len(line.lstrip("#")))))
+        elif line.startswith("|"):
+            flush()
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([cell.strip() for cell in lines[i].strip().strip("|").split("|")])
+                i += 1
+            i -= 1
+            rule = rows[1] if len(rows) > 1 and all(re.fullmatch(r":?-+:?", c) for c in rows[1]) else None
+            body = rows[2:] if rule else rows[1:]
+            numeric = {k for k, c in enumerate(rule or []) if c.endswith(":")}
+            blocks.append(Table(rows[0], body, numeric))
+        elif image:
+            flush()
+            blocks.append(Image(image[2], image[1]))
+        else:
+            paragraph.append(line.strip())
+        i += 1
+    flush()
+    return Section(title, blocks)
 
 
 # ---- content ------------------------------------------------------------------------------
@@ -102,11 +161,15 @@ def setup_paragraph(run) -> Paragraph:
     first = cfg.get("seed", 1)
     seed_text = f"seed {first}" if seeds == 1 else f"seeds {first}-{first + seeds - 1}"
     lr = cfg.get("lr") or {"sgd": 0.1, "adamw": 0.004}.get(cfg.get("optimizer"), "default")
+    sizes = (cfg.get("train_size"), cfg.get("test_size"))
+    data = info.title
+    if all(isinstance(n, int) for n in sizes):
+        data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
     parts = [
-        f"{info.title}: {cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images"
-        if isinstance(cfg.get("train_size"), int) else info.title,
+        data,
         f"{cfg.get('epochs', '?')} epochs, batch {cfg.get('batch_size', '?')}",
-        f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, weight decay {cfg.get('weight_decay', '?')})",
+        f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, "
+        f"weight decay {cfg.get('weight_decay', '?')})",
         seed_text,
         f"device {res.get('device_name') or res.get('device', '?')}",
         f"normlab {res.get('normlab', '?')}, torch {res.get('torch', '?')}",
@@ -120,10 +183,15 @@ def setup_paragraph(run) -> Paragraph:
 def explanation_section(run) -> Section | None:
     """HOOK (issue 4, normlab.explain): "How each normalization computes its statistics".
 
-    Return a Section built from the blocks above (Paragraph, Table, Code, Image with a PNG
-    written into ``run.folder`` first) and it appears in report.md and report.html after the
-    grids; return None and the page has no such section. Until normlab.explain is wired in,
-    there is nothing to show.
+    Return a Section and it appears in report.md and report.html after the grids; None, and
+    the page has no such section. Until normlab.explain is wired in, there is nothing to show.
+    The explanation's Markdown goes in through ``markdown_section``; a picture it links must be
+    written into ``run.folder`` first (report.html embeds it from there), e.g.:
+
+        from ..explain import draw_figure, explanation_markdown
+        draw_figure(run.folder / "explain.png")
+        return markdown_section(explanation_markdown(run.dataset, run_variants(run),
+                                                     run.config["batch_size"], figure="explain.png"))
     """
     return None
 
@@ -185,6 +253,8 @@ def to_markdown(title: str, sections: list[Section]) -> str:
         for block in section.blocks:
             if isinstance(block, Paragraph):
                 lines += [block.text, ""]
+            elif isinstance(block, Heading):
+                lines += [f"{'#' * block.level} {block.text}", ""]
             elif isinstance(block, Table):
                 align = ["---:" if i in block.numeric else "---" for i in range(len(block.header))]
                 lines.append("| " + " | ".join(md_cell(h) for h in block.header) + " |")
@@ -205,6 +275,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-se
        max-width: 1180px; margin: 2em auto; padding: 0 1.2em; line-height: 1.5; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
+h3 { font-size: 1.08em; margin-top: 1.4em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.95em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
@@ -222,8 +293,11 @@ NUM = ' class="num"'
 
 
 def inline(text: str) -> str:
-    """Escape for HTML, then turn `code` spans into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    """Escape for HTML, then `code` -> <code> and **bold** -> <strong>. A Markdown link
+    [text](url) stays text with its address beside it: the page links to nothing outside."""
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r"\1 (\2)", text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
 
 
 def data_uri(path: Path) -> str:
@@ -244,6 +318,8 @@ def to_html(title: str, sections: list[Section], folder: Path) -> str:
         for block in section.blocks:
             if isinstance(block, Paragraph):
                 out.append(f"<p>{inline(block.text)}</p>")
+            elif isinstance(block, Heading):
+                out.append(f"<h{block.level}>{inline(block.text)}</h{block.level}>")
             elif isinstance(block, Table):
                 out.append("<table><thead><tr>" + "".join(f"<th>{inline(h)}</th>" for h in block.header) + "</tr></thead><tbody>")
                 for row in block.rows:
