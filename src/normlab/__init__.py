@@ -1,6 +1,7 @@
 """normlab: how normalization layers change how a small CNN trains.
 
     from normlab import Variant, build_model, load_dataset, load_run
+    from normlab import plot_curves, plot_misclassified, write_report
 """
 
 from importlib import import_module
@@ -9,7 +10,8 @@ __version__ = "0.1.0"
 
 # Imported on first use, so `normlab --help` and input errors answer without loading PyTorch.
 _EXPORTS = {"Variant": ".variants", "build_model": ".models", "load_dataset": ".data", "load_run": ".runs",
-            "TrainConfig": ".train"}
+            "TrainConfig": ".train", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
+            "write_report": ".report.build"}
 __all__ = [*_EXPORTS, "__version__"]
 
 

@@ -89,6 +89,8 @@ def print_outcome(results: dict, out: Path) -> None:
         loss = f"{final['test_loss']:9.4f}" if final else f"{'-':>9}"
         print(f"{run['variant']:<14} {run['seed']:>4} {run.get('params', 0):>7,} {acc} {best} {loss} {run.get('seconds', 0):8.1f}  {run['status']}")
     print(f"\nrun folder: {out}")
+    if (out / "report.html").exists():
+        print(f"report:     {out / 'report.html'}")
 
 
 def cmd_compare(args) -> int:
@@ -105,6 +107,13 @@ def cmd_summary(args) -> int:
     from .report.summary import summary_text
     from .variants import parse_variants
     print(summary_text(parse_variants(args.norms), args.dataset), end="")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.build import write_report
+    for path in write_report(Path(args.run_dir), args.data_dir):
+        print(path)
     return 0
 
 
@@ -183,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--markdown", action="store_true", help="the section a report embeds")
     p.add_argument("--figure", metavar="PNG", default=None, help="also draw the four norms over the (N, C, H*W) cube to PNG")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="rebuild every figure, summary.txt and the report of a run folder",
+                       description="Rebuild curves.png, the misclassified grids, summary.txt, report.md and the "
+                                   "self-contained report.html from RUN_DIR's results.json, checkpoints and the "
+                                   "test set. Trains nothing.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a normlab compare or train")
+    p.add_argument("--data-dir", default=None, help="folder with the test set (default: where the run found it)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("datasets", help="which datasets are found where, which are missing")
     p.add_argument("--data-dir", default=None, help="folder to search first")

@@ -175,4 +175,12 @@ def run_plan(plan: Plan) -> dict:
     results["seconds"] = round(time.perf_counter() - started + (previous or {}).get("seconds", 0.0), 3)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_results(out, results)
+    write_run_report(out, test)
     return results
+
+
+def write_run_report(out: Path, test: Dataset) -> None:
+    """Figures, summary.txt and the report, read back from the folder just written (the same
+    code `normlab report RUN_DIR` runs)."""
+    from .report.build import write_report
+    write_report(out, test=test)

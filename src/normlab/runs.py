@@ -113,6 +113,24 @@ def load_run(folder) -> Run:
     if not path.is_file():
         raise UserError(f"{folder} holds no normlab run (no {RESULTS})", "pass the --out folder of a normlab compare or train")
     results = read_json(path)
-    if not isinstance(results, dict) or "runs" not in results or "config" not in results:
-        raise UserError(f"{path} is not a normlab results file", "pass the --out folder of a normlab compare or train")
+    problem = results_problem(results)
+    if problem:
+        raise UserError(f"{path} is not a normlab results file ({problem})", "pass the --out folder of a normlab compare or train")
     return Run(folder, results)
+
+
+def results_problem(results) -> str | None:
+    """What makes ``results`` unreadable as a normlab results.json, or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    for key, kind in (("dataset", str), ("config", dict), ("runs", list)):
+        if not isinstance(results.get(key), kind):
+            return f"no {key!r} {kind.__name__}"
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict) or not isinstance(run.get("variant"), str) or not isinstance(run.get("epochs"), list):
+            return f"runs[{i}] has no variant and epochs"
+        for e in run["epochs"]:
+            if not isinstance(e, dict) or not all(isinstance(e.get(k), (int, float)) for k in
+                                                  ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")):
+                return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
+    return None

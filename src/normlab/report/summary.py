@@ -23,10 +23,15 @@ def variant_summary(variant: Variant, dataset: str) -> dict:
     return {"variant": str(variant), "params": total, "norm_params": norm, "norm_share": norm / total, "table": str(table)}
 
 
-def summary_text(variants: list[Variant], dataset: str) -> str:
+def summary_rows(variants: list[Variant], dataset: str) -> list[dict]:
+    return [variant_summary(v, dataset_info(dataset).name) for v in variants]
+
+
+def summary_text(variants: list[Variant], dataset: str, rows: list[dict] | None = None) -> str:
+    """The text of summary.txt; ``rows`` from summary_rows when already computed."""
     info = dataset_info(dataset)
     parts = [f"normlab summary: {info.title}, input {'x'.join(map(str, info.shape))}, {len(info.classes)} classes", ""]
-    rows = [variant_summary(v, info.name) for v in variants]
+    rows = rows if rows is not None else summary_rows(variants, info.name)
     width = max(len(r["variant"]) for r in rows)
     parts.append(f"{'variant':<{width}}  {'params':>8}  {'in norms':>8}  share")
     for r in rows:

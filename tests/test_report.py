@@ -1,0 +1,413 @@
+"""The evidence of a run: curves, 5x2 grids, summary.txt, report.md and a self-contained report.html.
+
+One short real training on generated data (2 variants x 2 seeds) builds the run folder the
+tests read; `normlab compare` writes the report at its end, and `normlab report` must rebuild
+the same files from the folder alone. That the indices in misclassified.json are really
+misclassified by the checkpoints is tested in test_cli.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.colors
+import matplotlib.image
+import numpy as np
+import pytest
+
+from conftest import make_idx_dataset, run_cli
+from normlab import load_run, plot_curves, plot_misclassified
+from normlab.report.aggregate import VariantRuns
+from normlab.report.findings import findings
+from normlab.report.style import png_bytes, variant_colors
+
+VARIANTS = ["bn", "gn:2"]
+FIGURES = ["curves.png", "misclassified-bn.png", "misclassified-gn2.png", "explain.png"]
+REPORT_FILES = FIGURES + ["summary.txt", "report.md", "report.html"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(run folder, data folder): 2 epochs of bn and gn:2 with seeds 1 and 2, batch 32."""
+    root = tmp_path_factory.mktemp("report")
+    data = make_idx_dataset(root / "data", n_train=512, n_test=256)
+    out = root / "run"
+    code = run_cli("compare", "--norms", ",".join(VARIANTS), "--epochs", "2", "--seeds", "2", "--batch-size", "32",
+                   "--data-dir", data, "--out", out)
+    assert code == 0
+    return out, data
+
+
+@pytest.fixture
+def run(trained):
+    return load_run(trained[0])
+
+
+def png(path_or_bytes) -> np.ndarray:
+    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    return matplotlib.image.imread(source, format="png")
+
+
+def test_compare_writes_every_figure_and_the_report(trained):
+    out, _ = trained
+    for name in REPORT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in FIGURES:
+        assert png(out / name).ndim == 3
+    summary = (out / "summary.txt").read_text()
+    assert "BatchNorm2d" in summary and "GroupNorm" in summary and "14,658" in summary and "share" in summary
+    md = (out / "report.md").read_text()
+    for name in FIGURES:
+        assert f"{name}" in md
+    assert "`bn`" in md and "`gn:2`" in md
+
+
+def assert_tiles_show(png_data: bytes, boxes, images: list[np.ndarray]) -> None:
+    """In the PNG, every source pixel of each tile shows its stored value all over its square:
+    real colours (no normalization left in), the right image, and no blur (sampled off-centre
+    too, where an interpolating resize would mix in the neighbours)."""
+    picture = png(png_data)
+    height = picture.shape[0]
+    for box, image in zip(boxes, images):
+        n = image.shape[1]
+        expected = np.moveaxis(image, 0, -1) / 255.0          # H x W x C; grey broadcasts to RGB
+        for offset, inner in ((0.5, slice(None)), (0.25, slice(1, -1)), (0.75, slice(1, -1))):
+            # (off-centre only inside the border, which the coloured frame overlaps)
+            xs = box.x0 + (np.arange(n) + offset) * box.width / n
+            ys = box.y1 - (np.arange(n) + offset) * box.height / n
+            # Display y grows upwards from the bottom edge; PNG rows grow downwards from the top.
+            rows, cols = np.floor(height - ys).astype(int), np.floor(xs).astype(int)
+            shown = picture[rows[:, None], cols[None, :], :3]
+            bad = np.argwhere(np.abs(shown - expected)[inner, inner].max(-1) > 2 / 255)
+            assert not len(bad), (offset, bad[:5], len(bad))
+
+
+def test_grid_is_5_rows_by_2_columns_of_the_misclassified_images(run, trained):
+    test = run.test_set(trained[1])
+    for variant in VARIANTS:
+        mistakes = run.misclassified[variant]
+        assert len(mistakes) == 10, "the generated data leaves more than 10 mistakes after 2 epochs"
+        fig = plot_misclassified(run, variant, test)
+        tiles = [ax for ax in fig.axes if ax.images]
+        assert len(tiles) == 10 and len(fig.axes) == 10
+        assert {ax.get_subplotspec().get_geometry()[:2] for ax in tiles} == {(5, 2)}
+        data = png_bytes(fig)                       # also draws the figure, fixing the axes' places
+        boxes = [ax.get_window_extent() for ax in tiles]
+        assert len({round(b.x0) for b in boxes}) == 2 and len({round(b.y0) for b in boxes}) == 5
+        title = fig._suptitle.get_text()
+        assert variant in title and "Fashion-MNIST" in title and "most confidently wrong" in title
+        for ax, m in zip(tiles, mistakes):
+            classes = test.classes
+            assert ax.get_title().startswith(f"pred: {classes[m['pred']]} / true: {classes[m['true']]}")
+            assert f"{100 * m['confidence']:.1f}%" in ax.get_title()
+            assert ax.images[0].get_interpolation() == "nearest"
+        assert_tiles_show(data, boxes, [test.images[m["index"]].numpy() for m in mistakes])
+        # The file the run wrote is this figure's size (5x2 tiles, taller than wide).
+        written = png(run.folder / f"misclassified-{variant.replace(':', '')}.png")
+        assert written.shape == png(data).shape and written.shape[0] > written.shape[1]
+
+
+def test_cifar_grid_shows_the_images_in_their_colours(tmp_path):
+    """RGB tiles from the CIFAR format: read by index from the test set, channels in order."""
+    from conftest import make_cifar_dataset
+    from normlab import load_dataset
+    data = make_cifar_dataset(tmp_path / "cifar", per_batch=16, n_test=40)
+    test = load_dataset("cifar10", "test", data)
+    rng = np.random.default_rng(1)
+    # Give the tiles distinct colours, so a swapped channel or image cannot pass.
+    index = [int(i) for i in rng.choice(len(test), size=10, replace=False)]
+    mistakes = [{"index": i, "true": int(test.labels[i]), "pred": (int(test.labels[i]) + 1) % 10, "confidence": 0.9 - k / 100}
+                for k, i in enumerate(index)]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({
+        "normlab": "0.1.0", "dataset": "cifar10", "config": {"epochs": 1, "seeds": 1, "variants": ["gn:4"], "data_dir": str(data)},
+        "runs": [record("gn:4", 1, [50.0])]}))
+    (folder / "misclassified.json").write_text(json.dumps({"gn:4": mistakes}))
+    run = load_run(folder)
+    fig = plot_misclassified(run, "gn:4")
+    data_png = png_bytes(fig)
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == 10 and all(ax.images[0].get_array().shape == (32, 32, 3) for ax in tiles)
+    images = [test.images[i].numpy() for i in index]
+    assert len({im.tobytes() for im in images}) == 10
+    assert_tiles_show(data_png, [ax.get_window_extent() for ax in tiles], images)
+    assert "pred: " in tiles[0].get_title() and "CIFAR-10" in fig._suptitle.get_text()
+
+
+def test_one_colour_per_variant_in_every_figure(run, trained):
+    colors = variant_colors(VARIANTS)
+    assert len(set(colors.values())) == len(VARIANTS)
+    fig = plot_curves(run)
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["bn (2 seeds)", "gn:2 (2 seeds)"]
+    for handle, variant in zip(legend.legend_handles, VARIANTS):
+        assert handle.get_color() == colors[variant]
+    assert "min–max" in fig._suptitle.get_text()
+    for ax in fig.axes:
+        lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+        assert [line.get_color() for line in lines] == [colors[v] for v in VARIANTS]
+        assert len(ax.collections) == len(VARIANTS)          # one min-max band each
+        assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
+    grid = plot_misclassified(run, "gn:2", run.test_set(trained[1]))
+    spine = next(iter(grid.axes[0].spines.values()))
+    assert matplotlib.colors.to_hex(spine.get_edgecolor()) == colors["gn:2"].lower()
+
+
+def test_html_report_is_self_contained(trained):
+    out, _ = trained
+    text = (out / "report.html").read_text()
+
+    class Refs(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.refs, self.images = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            for name, value in attrs:
+                if name in ("src", "href", "srcset", "poster", "data", "action", "background", "xlink:href"):
+                    self.refs.append((tag, name, value or ""))
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
+    parser = Refs()
+    parser.feed(text)
+    assert not {"link", "script", "iframe", "object", "embed", "base"} & set(parser.tags)
+    assert all(value.startswith("data:") or value.startswith("#") for _, _, value in parser.refs), parser.refs
+    # Nothing in the styles fetches anything either (a cited address in the text is no reference).
+    css = "".join(re.findall(r"<style>(.*?)</style>", text, re.S))
+    assert css and "@import" not in css and "url(" not in css and "://" not in css
+    assert 'style="' not in text
+    # Every figure is embedded, byte for byte.
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in parser.images]
+    assert sorted(embedded) == sorted((out / name).read_bytes() for name in FIGURES)
+
+
+def test_report_command_rebuilds_deleted_files(trained, tmp_path, capsys):
+    out, data = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in REPORT_FILES + ["misclassified.json"]:
+        (copy / name).unlink()
+    kept = {p: p.read_bytes() for p in [copy / "results.json", *sorted((copy / "checkpoints").iterdir())]}
+    assert run_cli("report", copy, "--data-dir", data) == 0
+    printed = capsys.readouterr().out.split()
+    for name in REPORT_FILES:
+        assert (copy / name).is_file(), name
+        assert str(copy / name) in printed
+    # Recomputed from the checkpoints exactly as the training run chose them.
+    assert json.loads((copy / "misclassified.json").read_text()) == json.loads((out / "misclassified.json").read_text())
+    assert (copy / "report.md").read_text() == (out / "report.md").read_text()
+    assert (copy / "summary.txt").read_text() == (out / "summary.txt").read_text()
+    assert {p: p.read_bytes() for p in kept} == kept, "report trains nothing and never changes results or checkpoints"
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "results.json").unlink(), "holds no normlab run"),
+    (lambda d: (d / "results.json").write_text("{not json"), "is not valid JSON"),
+    (lambda d: (d / "results.json").write_text('{"runs": []}'), "is not a normlab results file"),
+    (lambda d: (d / "results.json").write_text(json.dumps({"dataset": "fashion-mnist", "config": {},
+                                                           "runs": [{"variant": "bn", "epochs": [{"epoch": 1}]}]})),
+     "has an epoch without its losses"),
+])
+def test_report_of_a_broken_folder_is_one_line_and_exit_2(trained, tmp_path, capsys, damage, words):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    damage(copy)
+    before = snapshot(copy)
+    code = run_cli("report", copy, "--data-dir", trained[1])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and "\n" not in err and "Traceback" not in err, err
+    assert snapshot(copy) == before
+
+
+def test_report_refuses_another_test_set(trained, tmp_path, capsys):
+    """Images read by index from a test set that is not the run's would be wrong images under
+    the run's labels: refused (before anything is written) rather than drawn."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    other = make_idx_dataset(tmp_path / "other", n_train=64, n_test=256, seed=7)
+    before = snapshot(copy)
+    code = run_cli("report", copy, "--data-dir", other)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is not the one" in err and "--data-dir" in err and "\n" not in err, err
+    assert snapshot(copy) == before
+
+
+def test_report_of_a_missing_folder(tmp_path, capsys):
+    assert run_cli("report", tmp_path / "nowhere") == 2
+    assert "holds no normlab run" in capsys.readouterr().err
+
+
+def epoch(n, acc, loss=1.0):
+    return {"epoch": n, "train_loss": loss, "train_acc": acc - 1, "test_loss": loss, "test_acc": acc, "seconds": 1.0}
+
+
+def record(variant, seed, accs, status="done"):
+    epochs = [epoch(i + 1, a) for i, a in enumerate(accs)]
+    entry = {"variant": variant, "seed": seed, "params": 14658, "status": status, "seconds": float(len(accs)), "epochs": epochs}
+    if epochs:
+        entry["final"] = {"test_acc": accs[-1], "test_loss": 1.0, "train_acc": accs[-1] - 1, "train_loss": 1.0,
+                          "best_test_acc": max(accs)}
+    return entry
+
+
+def test_unfinished_and_diverged_runs_are_drawn_and_reported(tmp_path, trained):
+    """A run in progress (and one that diverged) still gets curves and a report; no grid for them."""
+    results = {"normlab": "0.1.0", "dataset": "fashion-mnist",
+               "config": {"epochs": 5, "batch_size": 32, "seeds": 1, "seed": 1, "variants": ["bn", "ln", "gn:4", "in"]},
+               "runs": [record("bn", 1, [80, 85, 88, 89, 90]), record("ln", 1, [70, 60], "diverged at epoch 3"),
+                        record("gn:4", 1, [75, 80], "running"), record("in", 1, [], "pending")]}
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    assert run_cli("report", folder) == 0          # nothing to draw from the test set: data not needed
+    run = load_run(folder)
+    labels = [t.get_text() for t in plot_curves(run).legends[0].get_texts()]
+    assert labels == ["bn", "ln: diverged at epoch 3", "gn:4: running, 2/5 epochs", "in: pending, 0/5 epochs"]
+    md = (folder / "report.md").read_text()
+    assert "incomplete" in md and "1 of 4 runs finished" in md and "diverged at epoch 3" in md
+    assert "No grid for `ln`, `gn:4`, `in`: their runs did not finish" in md
+    assert "No grid for `bn`: no misclassified images saved and no checkpoint" in md
+    assert not list(folder.glob("misclassified-*.png")) and (folder / "curves.png").is_file()
+
+
+def group(variant, accs):
+    return VariantRuns(variant, [record(variant, seed, [a]) for seed, a in enumerate(accs, 1)])
+
+
+def test_findings_with_one_seed_claim_no_winner():
+    text = " ".join(findings([group("bn", [92.5]), group("gn:4", [92.1])]))
+    assert "`bn` has the highest final test accuracy, 92.50%, 0.40 points ahead of `gn:4`" in text
+    assert "noise is unknown" in text and "does not show a winner" in text and "--seeds 3" in text
+    assert "larger than the run-to-run noise" not in text
+
+
+def test_findings_with_separated_seeds_say_the_margin_beats_the_noise():
+    text = " ".join(findings([group("gn:4", [91.0, 91.2, 91.1]), group("bn", [92.0, 92.3, 92.1])]))
+    assert "`bn` has the highest mean final test accuracy, 92.13%, 1.03 points ahead of `gn:4`" in text
+    assert "Every seed of `bn` beats every seed of `gn:4`" in text and "larger than the run-to-run noise" in text
+
+
+def test_findings_with_overlapping_seeds_claim_no_winner():
+    text = " ".join(findings([group("bn", [92.0, 91.0, 92.6]), group("gn:4", [91.9, 91.5, 92.2])]))
+    assert "`bn` has the highest mean" in text and "within the run-to-run noise, so no winner is claimed" in text
+    assert "Every seed" not in text
+
+
+def test_report_table_shows_mean_and_std_across_seeds(trained):
+    md = (trained[0] / "report.md").read_text()
+    run = load_run(trained[0])
+    accs = [r["final"]["test_acc"] for r in run.runs if r["variant"] == "bn"]
+    mean, std = np.mean(accs), np.std(accs, ddof=1)
+    assert f"| `bn` | 2 | {mean:.2f} ± {std:.2f} |" in md
+    assert "mean ± sample standard deviation" in md
+
+
+def test_notebook_runs_end_to_end(trained, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = Path(__file__).parent.parent / "examples" / "compare.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    saved = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in saved), "the notebook is committed with its outputs"
+    out = tmp_path / "nb-run"
+    for name, value in {"DATA_DIR": trained[1], "OUT": out, "EPOCHS": 1, "BATCH_SIZE": 32, "NORMS": "bn,gn:2",
+                        "TRAIN_LIMIT": 0, "TEST_LIMIT": 0}.items():
+        monkeypatch.setenv(f"NORMLAB_NB_{name}", str(value))
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pictures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) == 1 + 2, "curves and one grid per variant"
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "misclassified.json re-checked: True" in text and "noise is unknown" in text
+    assert (out / "report.html").is_file() and load_run(out).variants == ["bn", "gn:2"]
+
+
+def test_report_renders_in_chromium(trained, tmp_path):
+    scripts = Path(__file__).parent.parent / "scripts"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("render_report", scripts / "render_report.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    if render.find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the HTML was checked statically only")
+    shot = tmp_path / "page.png"
+    record = render.check_page(trained[0] / "report.html", screenshot=shot)
+    assert record["ok"], record["broken"]
+    assert len(record["images"]) == len(FIGURES)
+    assert all(i["naturalWidth"] > 300 and i["shownWidth"] > 300 for i in record["images"])
+    assert png(shot).shape[0] > 1000
+
+
+def test_report_help(capsys):
+    assert run_cli("report", "--help") == 0
+    out = capsys.readouterr().out
+    assert "RUN_DIR" in out and "--data-dir" in out and "Trains nothing" in out
+
+
+def test_markdown_section_renders_generated_markdown(tmp_path):
+    """The explanation hook's way in: Markdown with a heading, sub-headings, a pipe table, an
+    image in the run folder, code and a cited address becomes blocks; report.html embeds the
+    image and links nothing outside."""
+    from normlab.report.page import Code, Heading, Image, Paragraph, Section, Table, markdown_section, to_html, to_markdown
+    (tmp_path / "explain.png").write_bytes(png_bytes(plot_figure_stub()))
+    text = """## How each normalization computes its statistics
+
+Every norm computes `y = (x - mean) / sqrt(var + eps)`;
+they differ in **which** values share a mean.
+
+![which values share a mean](explain.png)
+
+### BatchNorm (`bn`)
+
+| statistic | values | mean |
+|---|---|---:|
+| channel 0 | 4 5 7 9 | 6.25 |
+
+```
+x = [[1, 2]]
+```
+
+Wu and He, [Group Normalization](https://arxiv.org/abs/1803.08494).
+"""
+    section = markdown_section(text)
+    assert section.title == "How each normalization computes its statistics"
+    kinds = [type(b) for b in section.blocks]
+    assert kinds == [Paragraph, Image, Heading, Table, Code, Paragraph]
+    assert section.blocks[0].text == ("Every norm computes `y = (x - mean) / sqrt(var + eps)`; they differ in **which** "
+                                      "values share a mean.")
+    table = section.blocks[3]
+    assert table.header == ["statistic", "values", "mean"] and table.rows == [["channel 0", "4 5 7 9", "6.25"]]
+    assert table.numeric == {2}
+    page = to_html("t", [section], tmp_path)
+    assert "<h3>BatchNorm (<code>bn</code>)</h3>" in page and "<strong>which</strong>" in page
+    assert '<td class="num">6.25</td>' in page and "<pre>x = [[1, 2]]</pre>" in page
+    assert "data:image/png;base64," in page and 'src="explain.png"' not in page
+    assert "href" not in page and "Group Normalization (https://arxiv.org/abs/1803.08494)" in page
+    md = to_markdown("t", [section])
+    assert "## How each normalization computes its statistics" in md and "![which values share a mean](explain.png)" in md
+    assert "| channel 0 | 4 5 7 9 | 6.25 |" in md and "### BatchNorm (`bn`)" in md
+    with pytest.raises(ValueError):
+        markdown_section("no heading here")
+
+
+def plot_figure_stub():
+    from normlab.report.style import new_figure
+    fig = new_figure(2, 1)
+    fig.subplots().plot([0, 1], [0, 1])
+    return fig
