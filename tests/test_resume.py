@@ -69,7 +69,7 @@ def assert_same_run(folder: Path, reference: Path) -> None:
     for name in checkpoints:
         got = torch.load(folder / "checkpoints" / name, weights_only=True)
         want = torch.load(reference / "checkpoints" / name, weights_only=True)
-        assert got["epochs"] == want["epochs"] or numbers(got["epochs"]) == numbers(want["epochs"])
+        assert numbers(got["epochs"]) == numbers(want["epochs"]) and got["status"] == want["status"]
         for key, tensor in want["model"].items():
             assert torch.equal(got["model"][key], tensor), f"{name}: {key} differs"
     assert temp_files(folder) == []
@@ -243,3 +243,18 @@ def test_train_command_resumes_too(data, home, reference, tmp_path):
     same_in_compare = next(r for r in read_results(reference)["runs"] if (r["variant"], r["seed"]) == ("gn:2", 1))
     assert numbers(run) == numbers(same_in_compare)
     assert temp_files(out) == []
+
+
+def test_ctrl_c_before_anything_is_saved_says_to_start_again(data, tmp_path, monkeypatch, capsys):
+    from conftest import run_cli
+    from normlab import experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "load_splits", interrupted)
+    out = tmp_path / "my run"
+    assert run_cli("compare", "--dataset", "mnist", "--data-dir", data, "--out", out, "--overwrite") == 130
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-2] == "interrupted before anything was saved. Start again with:"
+    assert shlex.split(said[-1]) == ["normlab", "compare", "--dataset", "mnist", "--data-dir", str(data), "--out", str(out),
+                                     "--overwrite"]

@@ -89,7 +89,8 @@ def continue_command(args, out: Path) -> tuple[str, bool]:
     """The command that carries on from what is saved in ``out``, and whether anything is."""
     from .runs import RESULTS
     saved = (out / RESULTS).is_file()
-    words = [a for a in args.argv if a not in ("--resume", "--overwrite")]
+    # With something saved, --resume continues it (and --overwrite would throw it away).
+    words = [a for a in args.argv if a not in (("--resume", "--overwrite") if saved else ("--resume",))]
     if not args.out:
         words += ["--out", str(out)]
     return "normlab " + shlex.join(words + (["--resume"] if saved else [])), saved
