@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# One intra-op thread in the test process. The tests' tensors are tiny, and on a machine shared
+# with other jobs two OpenMP threads wait for each other at every op: the same small compare
+# took 38 s with 2 threads and 0.85 s with 1 (2 cores, load average 5.7).
+torch.set_num_threads(1)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

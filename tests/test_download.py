@@ -64,3 +64,33 @@ def test_unreachable_mirror_says_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("NORMLAB_OFFLINE")
     with pytest.raises(UserError, match="MNIST not found: offline or the mirrors failed .*127.0.0.1:9"):
         load_dataset("mnist", "train")
+
+
+def test_bad_checksum_through_the_command_line(server, monkeypatch, tmp_path, capsys):
+    from conftest import run_cli
+    root, url = server
+    served_catalog(monkeypatch, root, bad="train-labels-idx1-ubyte.gz")
+    monkeypatch.setenv("NORMLAB_MIRROR", url)
+    monkeypatch.delenv("NORMLAB_OFFLINE")
+    out = tmp_path / "run"
+    assert run_cli("compare", "--dataset", "mnist", "--epochs", "1", "--out", out) == 2
+    # stderr also holds the local server's request log and the download bar; the error is the last line.
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("normlab compare: error: downloaded ") and "Traceback" not in err
+    assert "train-labels-idx1-ubyte.gz but its MD5 is" in last and "the file was deleted" in last and "$NORMLAB_MIRROR" in last
+    folder = cache_dir() / "mnist"
+    assert not (folder / "train-labels-idx1-ubyte.gz").exists() and not list(folder.glob(".*.part"))
+    assert not out.exists()
+
+
+def test_a_corrupt_file_in_the_cache_is_fetched_again(server, monkeypatch):
+    root, url = server
+    served_catalog(monkeypatch, root)
+    monkeypatch.setenv("NORMLAB_MIRROR", url)
+    monkeypatch.delenv("NORMLAB_OFFLINE")
+    folder = cache_dir() / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"half a download from an old version")
+    assert len(load_dataset("mnist", "test")) == 20
+    assert md5sum(folder / "t10k-labels-idx1-ubyte.gz") == md5sum(root / "t10k-labels-idx1-ubyte.gz")

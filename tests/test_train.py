@@ -97,3 +97,17 @@ def test_batch_statistics_differ_between_norms():
         alone = model(x[:2])[0]
         together = model(x)[0]
         assert (not torch.allclose(alone, together, atol=1e-5)) == batch_dependent, name
+
+
+
+def test_one_cycle_with_very_few_steps():
+    """OneCycleLR divides by the warm-up length; 4 steps in all once made that zero."""
+    from normlab.train import make_optimizer, make_schedule
+    for total in range(1, 9):
+        model = torch.nn.Conv2d(1, 1, 1)
+        optimizer = make_optimizer(model, small_config(epochs=1))
+        schedule = make_schedule(optimizer, small_config(epochs=1), total)
+        for _ in range(total):
+            optimizer.step()
+            schedule.step()
+        assert optimizer.param_groups[0]["lr"] > 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, WriteError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -72,12 +73,28 @@ def run_training(args, variants) -> int:
     try:
         results = run_plan(plan)
     except KeyboardInterrupt:
-        again = " ".join(a for a in sys.argv[1:] if a not in ("--resume", "--overwrite"))
-        print(f"\ninterrupted; every finished epoch is saved in {out}. Continue with:\n"
-              f"  normlab {again}{'' if args.out else f' --out {out}'} --resume", file=sys.stderr)
+        again, saved = continue_command(args, out)
+        print(f"\ninterrupted; every finished epoch is saved in {out}. Continue with:\n  {again}" if saved else
+              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except WriteError as exc:
+        # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
+        again, saved = continue_command(args, out)
+        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
+                                  f"{'continue' if saved else 'start again'} with: {again}") from None
     print_outcome(results, out)
     return 0
+
+
+def continue_command(args, out: Path) -> tuple[str, bool]:
+    """The command that carries on from what is saved in ``out``, and whether anything is."""
+    from .runs import RESULTS
+    saved = (out / RESULTS).is_file()
+    # With something saved, --resume continues it (and --overwrite would throw it away).
+    words = [a for a in args.argv if a not in (("--resume", "--overwrite") if saved else ("--resume",))]
+    if not args.out:
+        words += ["--out", str(out)]
+    return "normlab " + shlex.join(words + (["--resume"] if saved else [])), saved
 
 
 def print_outcome(results: dict, out: Path) -> None:
@@ -209,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv                  # to print the command that continues an interrupted run
     try:
         return args.func(args)
     except UserError as exc:

@@ -1,4 +1,4 @@
-"""The one exception type that means "the user asked for something we cannot do".
+"""The exception types that mean "the user asked for something we cannot do".
 
 The command line turns it into a single line on stderr and exit code 2; everything else is a
 bug and keeps its traceback.
@@ -12,3 +12,12 @@ class UserError(Exception):
         self.what = what
         self.fix = fix
         super().__init__(f"{what}; {fix}" if fix else what)
+
+
+class WriteError(UserError):
+    """A file could not be written: the disk is full or the folder is not writable (any more)."""
+
+    def __init__(self, path, exc: OSError):
+        self.path = path
+        super().__init__(f"cannot write {path} ({exc.strerror or exc})",
+                         "free some disk space or make the folder writable, then run the command again")

@@ -7,8 +7,10 @@ killed at any point loses at most the epoch in flight (``--resume`` picks it up)
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,8 @@ from .data import Dataset, dataset_info, load_splits
 from .errors import UserError
 from .models import build_model
 from .runs import CHECKPOINTS, MISCLASSIFIED, RESULTS, checkpoint_name, save_results
-from .storage import read_json, write_json
-from .train import TrainConfig, check_batch, resolve_device, train_run
+from .storage import LOCK_NAME, TEMP_SUFFIX, is_leftover, lock_folder, read_json, remove_leftovers, unlock_folder, write_json
+from .train import TrainConfig, check_batch, read_checkpoint, resolve_device, train_run
 from .variants import Variant
 
 # Settings that change the numbers: a resumed run must match them exactly.
@@ -59,7 +61,7 @@ def check_plan(plan: Plan) -> None:
 
 
 def prepare_folder(plan: Plan) -> dict | None:
-    """Create or check the out folder; return the results of the run being resumed, if any."""
+    """Check the out folder (writing nothing); return the results of the run being resumed, if any."""
     out = plan.out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file", "choose a folder path for --out")
@@ -71,34 +73,78 @@ def prepare_folder(plan: Plan) -> dict | None:
             return results
         if not plan.overwrite:
             raise UserError(f"{out} already holds a run", "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    elif plan.resume and not (out.is_dir() and (out / CHECKPOINTS).is_dir() and holds_only_leftovers(out)):
+        raise UserError(f"--resume: {out} holds no run to resume", "drop --resume to start a new run there")
+    elif out.is_dir() and not holds_only_leftovers(out) and not plan.overwrite:
+        raise UserError(f"{out} is not empty and holds no normlab run", "choose a new or empty folder for --out")
+    return None
+
+
+def holds_only_leftovers(out: Path) -> bool:
+    """True for an empty folder, or one that a run killed before its first results.json left:
+    an empty checkpoints/ folder, temp files of unfinished writes, the lock file."""
+    for path in out.iterdir():
+        if path.name == CHECKPOINTS and path.is_dir():
+            if not all(is_leftover(p) for p in path.iterdir()):
+                return False
+        elif not (is_leftover(path) or path.name == LOCK_NAME):
+            return False
+    return True
+
+
+def open_folder(plan: Plan) -> None:
+    """The first writes, once every check has passed: take the folder, clear what a killed run left."""
+    out = plan.out
+    try:
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".normlab-write-test.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write to {out} ({exc.strerror})", "make it writable or choose another folder with --out") from None
+    lock_folder(out)
+    remove_leftovers(out)     # temp files of writes that a kill interrupted: never a live process's, we hold the lock
+    if plan.overwrite and not plan.resume:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         for png in out.glob("*.png"):
             png.unlink()
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    elif plan.resume:
-        raise UserError(f"--resume: {out} holds no run to resume", "drop --resume to start a new run there")
-    elif out.is_dir() and any(out.iterdir()) and not plan.overwrite:
-        raise UserError(f"{out} is not empty and holds no normlab run", "choose a new or empty folder for --out")
-    try:
-        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        probe = out / ".normlab-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to {out} ({exc.strerror})", "choose a folder you can write to with --out") from None
-    return None
+        (out / CHECKPOINTS).mkdir()
 
 
 def check_resumable(results: dict, plan: Plan) -> None:
-    saved = results.get("config", {})
-    if not isinstance(saved, dict) or "dataset" not in saved:
+    runs = results.get("runs") if isinstance(results, dict) else None
+    saved = results.get("config") if isinstance(results, dict) else None
+    if not (isinstance(saved, dict) and "dataset" in saved and isinstance(runs, list)
+            and all(isinstance(r, dict) and {"variant", "seed", "status", "epochs"} <= r.keys() for r in runs)):
         raise UserError(f"{plan.out / RESULTS} is not a normlab results file", "choose the --out folder of a normlab run")
     wanted = plan.cfg.to_dict()
     differs = [f"{key} {saved.get(key)!r} -> {wanted[key]!r}" for key in RESUME_KEYS if saved.get(key) != wanted[key]]
     if differs:
         raise UserError(f"{plan.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options, or start a new run with another --out")
+    before, now = saved.get("variants"), [str(v) for v in plan.variants]
+    if before is not None and sorted(before) != sorted(now):
+        # Resuming with another list would drop the missing variants' results from results.json.
+        option = f"--norms {','.join(before)}" if len(before) > 1 else f"--norm {before[0]}"
+        raise UserError(f"{plan.out} was run with other variants ({', '.join(before)} -> {', '.join(now)})",
+                        f"resume with {option}, or start a new run with another --out")
+
+
+def check_resumed_inputs(previous: dict, plan: Plan, train: Dataset, test: Dataset) -> None:
+    """The resumed run's data and checkpoints are the ones it was run with, before anything is written."""
+    saved = previous["config"]
+    if saved.get("train_size") is not None and (saved.get("train_size"), saved.get("test_size")) != (len(train), len(test)):
+        raise UserError(f"{plan.out} was run on {saved['train_size']} training and {saved['test_size']} test images, "
+                        f"this data has {len(train)} and {len(test)}",
+                        "point --data-dir at the data it was run on, or start a new run with another --out")
+    seeds = plan.cfg.seed_list()
+    for seed in seeds:
+        for variant in plan.variants:
+            path = plan.out / CHECKPOINTS / checkpoint_name(variant, seed, len(seeds) > 1)
+            if path.exists():
+                read_checkpoint(path, variant, seed)
 
 
 def environment(device: torch.device) -> dict:
@@ -133,8 +179,14 @@ def run_plan(plan: Plan) -> dict:
     device = resolve_device(cfg.device)
     train, test = load_splits(cfg.dataset, plan.data_dir)
     train, test = limit(train, cfg.train_limit), limit(test, cfg.test_limit)
+    for variant in plan.variants:
+        check_batch(variant, cfg.batch_size, len(train))     # the data's real size, now that it is loaded
     previous = prepare_folder(plan)
+    if previous is not None:
+        check_resumed_inputs(previous, plan, train, test)
     out = plan.out
+    misclassified = read_json(out / MISCLASSIFIED) if previous is not None and (out / MISCLASSIFIED).exists() else {}
+    open_folder(plan)
     seeds = cfg.seed_list()
     multi_seed = len(seeds) > 1
     results = {
@@ -148,14 +200,15 @@ def run_plan(plan: Plan) -> dict:
     done_before = {(r["variant"], r["seed"]): r for r in (previous or {}).get("runs", [])}
     results["runs"] = [done_before.get((str(v), s)) or {"variant": str(v), "seed": s, "status": "pending", "epochs": []}
                        for s in seeds for v in plan.variants]
-    misclassified = read_json(out / MISCLASSIFIED) if (out / MISCLASSIFIED).exists() else {}
     save_results(out, results)
     started = time.perf_counter()
 
     for index, entry in enumerate(results["runs"]):
         variant, seed = Variant.parse(entry["variant"]), entry["seed"]
-        wants_grid = seed == seeds[0] and str(variant) not in misclassified
-        if entry["status"] != "pending" and entry["status"] != "running" and not wants_grid:
+        checkpoint = out / CHECKPOINTS / checkpoint_name(variant, seed, multi_seed)
+        wants_grid = seed == seeds[0] and str(variant) not in misclassified and entry["status"] == "done"
+        # A finished run whose checkpoint is gone (deleted after a refusal) is trained again.
+        if entry["status"] not in ("pending", "running") and checkpoint.exists() and not wants_grid:
             continue
 
         def on_epoch(record, index=index):
@@ -163,9 +216,7 @@ def run_plan(plan: Plan) -> dict:
             save_results(out, results)
 
         label = f"{variant}" + (f" seed {seed}" if multi_seed else "")
-        outcome = train_run(variant, seed, cfg, train, test, device,
-                            checkpoint=out / CHECKPOINTS / checkpoint_name(variant, seed, multi_seed),
-                            on_epoch=on_epoch, label=label)
+        outcome = train_run(variant, seed, cfg, train, test, device, checkpoint=checkpoint, on_epoch=on_epoch, label=label)
         results["runs"][index] = outcome.record
         if outcome.final is not None and seed == seeds[0]:
             misclassified[str(variant)] = most_confident_mistakes(outcome.final.predictions, outcome.final.confidences, test.labels)
@@ -176,6 +227,7 @@ def run_plan(plan: Plan) -> dict:
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_results(out, results)
     write_run_report(out, test)
+    unlock_folder(out)
     return results
 
 

@@ -117,9 +117,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 3:
         # Warm up for the first 25% of steps, then anneal: fast and forgiving on these small nets.
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.peak_lr, total_steps=total, pct_start=0.25)
+        # At least 2 warm-up steps: with fewer, OneCycleLR divides by zero (e.g. 4 steps in all).
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.peak_lr, total_steps=total,
+                                                   pct_start=max(0.25, 2 / total))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -164,6 +166,28 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def final_metrics(epochs: list[dict]) -> dict:
+    """The record's "final" entry, kept current after every epoch: a run killed or diverged
+    after epoch k reports epoch k's numbers, in results.json as well as on the screen."""
+    if not epochs:
+        return {}
+    last = epochs[-1]
+    return {"final": {"test_acc": last["test_acc"], "test_loss": last["test_loss"],
+                      "train_acc": last["train_acc"], "train_loss": last["train_loss"],
+                      "best_test_acc": max(e["test_acc"] for e in epochs)}}
+
+
+def read_checkpoint(path: Path, variant: Variant, seed: int) -> dict:
+    """A checkpoint that train_run wrote for this (variant, seed); anything else is refused."""
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or not {"model", "optimizer", "schedule", "epochs", "status"} <= saved.keys():
+        raise UserError(f"{path} is not a normlab training checkpoint", "delete it to retrain that variant")
+    if (saved.get("variant"), saved.get("seed")) != (str(variant), seed):
+        raise UserError(f"{path} holds {saved.get('variant')} seed {saved.get('seed')}, not {variant} seed {seed}",
+                        "delete it to retrain that variant")
+    return saved
+
+
 @dataclass
 class RunResult:
     record: dict                       # the run's entry in results.json
@@ -200,10 +224,14 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     schedule = make_schedule(optimizer, cfg, len(batches))
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
-        saved = load_checkpoint(checkpoint)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
+        saved = read_checkpoint(checkpoint, variant, seed)
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"checkpoint {checkpoint} does not fit {variant} ({str(exc).splitlines()[0][:200]})",
+                            "delete it to retrain that variant") from None
         state = RunState(saved["epochs"], saved["status"])
     record = {"variant": str(variant), "seed": seed, "params": count_params(model), "status": state.status,
               "seconds": sum(e["seconds"] for e in state.epochs), "epochs": state.epochs}
@@ -237,20 +265,21 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
             bar.update(step, loss_sum, correct, step * cfg.batch_size)
         seen = len(batches) * cfg.batch_size
         train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-        if math.isfinite(train_loss):
-            result = evaluate(model, test_images, test_labels, normalizer)
+        result = evaluate(model, test_images, test_labels, normalizer) if math.isfinite(train_loss) else None
+        if result is not None and math.isfinite(result.loss):
             state.epochs.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
                                  "test_loss": round(result.loss, 6), "test_acc": round(result.accuracy, 4),
                                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3)})
             if epoch == cfg.epochs:
                 state.status = "done"
-            bar.close(f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
-                      f"test loss {result.loss:.4f} acc {result.accuracy:5.2f}%  {state.epochs[-1]['seconds']:5.1f}s")
+            summary = (f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
+                       f"test loss {result.loss:.4f} acc {result.accuracy:5.2f}%  {state.epochs[-1]['seconds']:5.1f}s")
         else:
             # Stop this variant only: the others in the comparison go on.
             state.status = f"diverged at epoch {epoch}"
-            bar.close(f"diverged: mean training loss is {train_loss}")
-        record.update(status=state.status, epochs=state.epochs,
+            summary = (f"diverged: mean {'training' if result is None else 'test'} loss is "
+                       f"{train_loss if result is None else result.loss}")
+        record.update(status=state.status, epochs=state.epochs, **final_metrics(state.epochs),
                       seconds=round(record["seconds"] + time.perf_counter() - started, 3))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -258,12 +287,9 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
                                          "status": state.status, "variant": str(variant), "seed": seed})
         if on_epoch is not None:
             on_epoch(record)
+        bar.close(summary)    # after saving: an epoch on the screen is an epoch on disk
 
-    if state.epochs:
-        last = state.epochs[-1]
-        record["final"] = {"test_acc": last["test_acc"], "test_loss": last["test_loss"],
-                           "train_acc": last["train_acc"], "train_loss": last["train_loss"],
-                           "best_test_acc": max(e["test_acc"] for e in state.epochs)}
+    record.update(final_metrics(state.epochs))
     final = None
     if state.status == "done":
         final = evaluate(model, test_images, test_labels, normalizer, keep_predictions=True)

@@ -28,7 +28,10 @@ def corrupt(path: Path, problem: str) -> UserError:
 
 def read_bytes(path: Path) -> bytes:
     """The file's content, gunzipped when it is gzip-compressed (whatever its name says)."""
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check that it is a readable file, or point --data-dir at another copy") from None
     if raw[:2] != GZIP_MAGIC:
         return raw
     try:

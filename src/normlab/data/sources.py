@@ -193,6 +193,15 @@ def _cifar_from_archive(archive: Path) -> dict[str, tuple[Path, ...]]:
     return {split: tuple(folder / n for n in names) for split, names in CIFAR_FILES.items()}
 
 
+def link_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"is a symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"is a hard link to {member.linkname!r}"
+    kinds = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a pipe"}
+    return f"is {kinds.get(member.type, 'not a plain file')}"
+
+
 def extract_cifar(archive: Path, target: Path) -> None:
     """Only the expected batch files, only as plain files, never outside ``target``."""
     wanted = {f"{CIFAR_FOLDER}/{n}" for names in CIFAR_FILES.values() for n in names} | {f"{CIFAR_FOLDER}/batches.meta"}
@@ -207,6 +216,13 @@ def extract_cifar(archive: Path, target: Path) -> None:
                     if name.startswith(("/", "..")) or os.path.isabs(name) or ".." in Path(name).parts:
                         raise UserError(
                             f"{archive} holds {member.name!r}, which would be written outside its folder; nothing was extracted",
+                            "get the archive again from the official source",
+                        )
+                    if not (member.isfile() or member.isdir()):
+                        # The official archive holds plain files and folders only; a link could
+                        # point a later write anywhere.
+                        raise UserError(
+                            f"{archive} holds {member.name!r}, which {link_kind(member)}; nothing was extracted",
                             "get the archive again from the official source",
                         )
                     if name in wanted and member.isfile():
