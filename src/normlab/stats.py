@@ -113,7 +113,8 @@ class PairTest:
 
 
 def fmt_p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+    # Three significant digits below 0.1, so a p near the 0.05 line never rounds onto it.
+    return "< 0.0001" if p < 1e-4 else f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
 
 
 def holm(pvalues: list[float]) -> list[float]:
