@@ -93,8 +93,9 @@ class PairTest:
             return "not tested"
         return "significant" if self.significant else "not significant"
 
-    def sentence(self, unit: str = "points", quote: str = "`") -> str:
-        """The comparison in plain words (Markdown `code` spans around the names by default)."""
+    def sentence(self, unit: str = "points", quote: str = "`", higher: str = "ahead") -> str:
+        """The comparison in plain words (Markdown `code` spans around the names by default).
+        ``higher``: what the higher mean is ("ahead" for accuracy, "higher" for error)."""
         a, b = f"{quote}{self.a}{quote}", f"{quote}{self.b}{quote}"
         head = (f"{a} {self.mean_a:.2f} vs {b} {self.mean_b:.2f} (mean of {self.n_a} and {self.n_b} seeds; "
                 f"difference {self.difference:.2f} {unit}")
@@ -106,7 +107,7 @@ class PairTest:
         head += (f", bootstrap {100 * CONFIDENCE:g}% interval {self.low:.2f} to {self.high:.2f}); "
                  f"Welch's t-test p = {fmt_p(self.p)}{corrected}")
         if self.significant:
-            return (f"{head}: significant at the {level} level. {a} is ahead by more than the seed-to-seed noise "
+            return (f"{head}: significant at the {level} level. {a} is {higher} by more than the seed-to-seed noise "
                     f"explains.")
         return (f"{head}: not significant at the {level} level. With these seeds the gap cannot be told apart "
                 f"from seed-to-seed noise (which does not show that the two are equal).")
