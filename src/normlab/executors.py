@@ -132,12 +132,24 @@ def train_cell(cell: Cell, train, test, device: str) -> CellResult:
 _WORKER: dict = {}
 
 
-def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int) -> None:
+def quiet_worker(threads: int) -> None:
+    """Settings of a process that trains cells for a driver."""
+    import threading
+
     import torch
+    from tqdm import tqdm
     from . import progress
-    index = indices.get()
     torch.set_num_threads(threads)
     progress.BARS = False              # several workers' live bars would overwrite each other
+    # tqdm's default lock is a multiprocessing semaphore; a worker stopped by Ctrl-C could not
+    # release it, and the resource tracker would warn about a leak. A thread lock is enough here.
+    tqdm.set_lock(threading.RLock())
+
+
+def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int) -> None:
+    import torch
+    index = indices.get()
+    quiet_worker(threads)
     gpus = torch.cuda.device_count() if requested_device != "cpu" else 0
     _WORKER.update(index=index, device=worker_device(index, requested_device, gpus),
                    train=train.dataset(), test=test.dataset())
@@ -186,8 +198,15 @@ class LocalExecutor:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_result(future.result())     # a cell's error is raised here, in the driver
+        except BaseException:
+            # Ctrl-C or a failed cell: stop the workers now rather than after their cells. A kill
+            # mid-epoch loses that epoch only: checkpoints are replaced by rename, and --resume
+            # clears the temporary files a kill leaves. (Python 3.11's pool has no public
+            # terminate; its process table is the only handle on the workers.)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            raise
         finally:
-            # Ctrl-C or a failed cell: drop cells not started; those running end with the pool.
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -203,11 +222,8 @@ def import_ray():
 
 
 def _ray_cell(cell: Cell, train: PortableDataset, test: PortableDataset, device: str, threads: int) -> CellResult:
-    import torch
-    from . import progress
-    torch.set_num_threads(threads)
-    progress.BARS = False
     import ray
+    quiet_worker(threads)
     result = train_cell(cell, train.dataset(), test.dataset(), device)
     result.record["worker"] = f"ray node {ray.get_runtime_context().get_node_id()[:8]}"
     return result
