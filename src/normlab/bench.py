@@ -43,6 +43,7 @@ class BenchConfig:
     windows: int = 5                   # windows per pipeline; the median is reported
     reference_workers: tuple[int, ...] = (0, 2)
     full: bool = False                 # also time the whole job through train_run
+    compile: bool = False              # also time normlab's path under torch.compile
     epochs: int = 20                   # of the full job
     data_dir: str | None = None
 
@@ -88,13 +89,16 @@ def synchronize(device: torch.device) -> None:
 class NormlabPipeline:
     """normlab's path: uint8 data on the device, whole-batch crop/flip, Training.step."""
 
-    def __init__(self, variant: Variant, train: Dataset, cfg: BenchConfig, device: torch.device):
+    def __init__(self, variant: Variant, train: Dataset, cfg: BenchConfig, device: torch.device, compiled: bool = False):
         # A schedule long enough never to end while timing; the step costs the same at any lr.
         run_cfg = TrainConfig(dataset=train.info.name, batch_size=cfg.batch_size, epochs=10_000, device=str(device))
         normalizer = Normalizer(train.info, device, CHANNELS_LAST)
         self.batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer)
         torch.manual_seed(0)
         self.training = Training(variant, run_cfg, device, len(self.batches))
+        if compiled:
+            # Compiles on the first steps, which the warm-up window times.
+            self.training.model = torch.compile(self.training.model)
         generator = torch.Generator(device=device).manual_seed(0)
         self.stream = endless(lambda: self.batches.epoch(generator))
         self.device, self.normalizer = device, normalizer
@@ -145,15 +149,15 @@ class ReferencePipeline:
         return time.perf_counter() - started
 
 
-def race(pipelines: dict[str, object], steps: int, windows: int) -> dict[str, float]:
-    """Median seconds per window for each pipeline, the pipelines taking turns."""
-    for p in pipelines.values():
-        p.run(max(3, steps // 4))      # warm-up: allocator, oneDNN/cuDNN kernel choice, workers
+def race(pipelines: dict[str, object], steps: int, windows: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per window for each pipeline, the pipelines taking turns; and the
+    seconds of each one's untimed warm-up (allocator, kernel choice, workers, compilation)."""
+    warmup = {name: p.run(max(3, steps // 4)) for name, p in pipelines.items()}
     times: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(windows):
         for name, p in pipelines.items():
             times[name].append(p.run(steps))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, warmup
 
 
 def run_bench(cfg: BenchConfig, log=print) -> dict:
@@ -170,17 +174,23 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     for v in variants:
         log(f"bench {v}: {cfg.windows} windows of {cfg.steps} steps per pipeline")
         pipelines = {"normlab": NormlabPipeline(v, train, cfg, device)}
+        if cfg.compile:
+            pipelines["normlab compiled"] = NormlabPipeline(v, train, cfg, device, compiled=True)
         for w in cfg.reference_workers:
             pipelines[f"reference workers={w}"] = ReferencePipeline(v, train, cfg, device, w)
-        seconds = race(pipelines, cfg.steps, cfg.windows)
+        seconds, warmup = race(pipelines, cfg.steps, cfg.windows)
         speed = {name: images_per_window / s for name, s in seconds.items()}
-        best_reference = max((n for n in speed if n != "normlab"), key=speed.get, default=None)
+        best_reference = max((n for n in speed if n.startswith("reference")), key=speed.get, default=None)
         evals = {name: p.evaluate_seconds(test) * dataset_info(cfg.dataset).test_size / len(test)
                  for name, p in pipelines.items() if name in ("normlab", best_reference)}
         row = {"variant": str(v), "params": count_params(pipelines["normlab"].training.model),
                "normlab_images_per_s": round(speed["normlab"], 1),
                "normlab_epoch_seconds": round(train_size / speed["normlab"] + evals["normlab"], 2),
-               "reference_images_per_s": {n.split(" ", 1)[1]: round(s, 1) for n, s in speed.items() if n != "normlab"}}
+               "reference_images_per_s": {n.split(" ", 1)[1]: round(s, 1) for n, s in speed.items() if n.startswith("reference")}}
+        if cfg.compile:
+            row["compiled_images_per_s"] = round(speed["normlab compiled"], 1)
+            row["compiled_warmup_seconds"] = round(warmup["normlab compiled"], 1)
+            row["eager_warmup_seconds"] = round(warmup["normlab"], 1)
         if best_reference:
             row["reference_epoch_seconds"] = round(train_size / speed[best_reference] + evals[best_reference], 2)
             row["speedup_vs_best_reference"] = round(speed["normlab"] / speed[best_reference], 2)
@@ -231,6 +241,10 @@ def format_table(result: dict) -> str:
                      f"{r.get('reference_epoch_seconds', float('nan')):>12.1f}")
     if "slowdown_vs_bn" in result:
         lines.append("time per image relative to bn: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["slowdown_vs_bn"].items()))
+    for r in result["variants"]:
+        if "compiled_images_per_s" in r:
+            lines.append(f"{r['variant']} under torch.compile: {r['compiled_images_per_s']:,.0f} img/s after a "
+                         f"{r['compiled_warmup_seconds']:.1f} s warm-up (eager: {r['eager_warmup_seconds']:.1f} s)")
     if "full_job" in result:
         job = result["full_job"]
         lines.append(f"full job, {job['epochs']} epochs: {job['seconds']:.1f} s (" +
