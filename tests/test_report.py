@@ -295,16 +295,29 @@ def test_findings_with_one_seed_claim_no_winner():
     assert "larger than the run-to-run noise" not in text
 
 
-def test_findings_with_separated_seeds_say_the_margin_beats_the_noise():
+def test_findings_with_separated_seeds_say_the_margin_is_significant():
     text = " ".join(findings([group("gn:4", [91.0, 91.2, 91.1]), group("bn", [92.0, 92.3, 92.1])]))
     assert "`bn` has the highest mean final test accuracy, 92.13%, 1.03 points ahead of `gn:4`" in text
-    assert "Every seed of `bn` beats every seed of `gn:4`" in text and "larger than the run-to-run noise" in text
+    assert "The margin is significant at the 5% level (Welch's t-test p = " in text
+    assert "larger than the run-to-run noise explains" in text and "not significant" not in text
 
 
 def test_findings_with_overlapping_seeds_claim_no_winner():
     text = " ".join(findings([group("bn", [92.0, 91.0, 92.6]), group("gn:4", [91.9, 91.5, 92.2])]))
-    assert "`bn` has the highest mean" in text and "within the run-to-run noise, so no winner is claimed" in text
-    assert "Every seed" not in text
+    assert "`bn` has the highest mean" in text and "not significant at the 5% level" in text
+    assert "within the run-to-run noise, so no winner is claimed" in text
+
+
+def test_findings_use_holm_corrected_p_over_every_pair():
+    groups = [group("bn", [92.0, 92.4, 92.2]), group("gn:4", [91.2, 91.6, 91.1]), group("ln", [90.0, 90.3, 90.1])]
+    text = " ".join(findings(groups))
+    assert "after Holm's correction for 3 pairs" in text
+
+
+def test_findings_with_identical_seeds_do_not_test():
+    text = " ".join(findings([group("bn", [92.0, 92.0]), group("gn:4", [91.0, 91.0])]))
+    assert "The margin is not tested: every seed of each gave exactly the same value" in text
+    assert "No winner is claimed" in text and "significant" not in text
 
 
 def test_report_table_shows_mean_and_std_across_seeds(trained):
@@ -314,6 +327,20 @@ def test_report_table_shows_mean_and_std_across_seeds(trained):
     mean, std = np.mean(accs), np.std(accs, ddof=1)
     assert f"| `bn` | 2 | {mean:.2f} ± {std:.2f} |" in md
     assert "mean ± sample standard deviation" in md
+    half = 12.706204736174707 * std / np.sqrt(2)                 # t(0.975, df=1)
+    assert f"| {mean:.2f} ± {std:.2f} | {mean - half:.2f} to {mean + half:.2f} |" in md
+
+
+def test_report_has_the_pairwise_significance_table(trained):
+    md = (trained[0] / "report.md").read_text()
+    html = (trained[0] / "report.html").read_text()
+    assert "## Are the differences real?" in md and "<h2>Are the differences real?</h2>" in html
+    run = load_run(trained[0])
+    acc = {v: [r["final"]["test_acc"] for r in run.runs if r["variant"] == v] for v in VARIANTS}
+    high, low = sorted(VARIANTS, key=lambda v: -np.mean(acc[v]))
+    row = next(line for line in md.splitlines() if line.startswith(f"| `{high}` vs `{low}` | 2, 2 |"))
+    assert f"| {np.mean(acc[high]) - np.mean(acc[low]):+.2f} |" in row
+    assert row.rstrip(" |").endswith(("significant", "not tested"))
 
 
 def test_notebook_runs_end_to_end(trained, tmp_path, monkeypatch):

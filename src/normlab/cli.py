@@ -129,6 +129,11 @@ def cmd_summary(args) -> int:
 
 def cmd_report(args) -> int:
     from .report.build import write_report
+    from .report.sweep import is_sweep, write_sweep_report
+    if is_sweep(args.run_dir):
+        for path in write_sweep_report(args.run_dir):
+            print(path)
+        return 0
     for path in write_report(Path(args.run_dir), args.data_dir):
         print(path)
     return 0
@@ -192,6 +197,86 @@ def cmd_bench(args) -> int:
     result = run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result, indent=1) if args.json else format_table(result), end="\n" if args.json else "")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    import time
+    from .data import dataset_info
+    from .executors import make_executor
+    from .sweep import REFERENCE_BATCH, SweepPlan, parse_batch_sizes, run_sweep
+    from .train import TrainConfig
+    from .variants import parse_variants
+    sizes = parse_batch_sizes(args.batch_sizes)
+    variants = parse_variants(args.norms)
+    cfg = TrainConfig(dataset=args.dataset, epochs=args.epochs if args.epochs is not None else (2 if args.quick else 20),
+                      batch_size=REFERENCE_BATCH, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, schedule=args.schedule, dropout=args.dropout,
+                      seed=args.seed, seeds=args.seeds, device=args.device,
+                      train_limit=args.train_limit, test_limit=args.test_limit)
+    if args.quick:
+        cfg.train_limit, cfg.test_limit = cfg.train_limit or 10_000, cfg.test_limit or 2_000
+    for name in ("train_limit", "test_limit"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1", f"pass e.g. --{name.replace('_', '-')} 10000")
+    executor = make_executor(args.executor, args.workers, args.device, args.ray_address, args.cpus_per_cell,
+                             args.gpus_per_cell, args.max_retries)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{dataset_info(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    plan = SweepPlan(sizes, variants, cfg, out, args.data_dir, args.resume, args.overwrite, args.lr_scaling, executor)
+    try:
+        run_sweep(plan)
+    except KeyboardInterrupt:
+        again, saved = continue_command(args, out)
+        print(f"\ninterrupted; every finished cell (and epoch) is saved in {out}. Continue with:\n  {again}" if saved else
+              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except WriteError as exc:
+        again, saved = continue_command(args, out)
+        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
+                                  f"{'continue' if saved else 'start again'} with: {again}") from None
+    print(f"\nsweep folder: {out}\nfigure:       {out / 'sweep.png'}\ntable:        {out / 'sweep.md'}, {out / 'sweep.csv'}")
+    return 0
+
+
+def add_sweep_parser(sub) -> None:
+    from .data.catalog import DATASETS
+    p = sub.add_parser("sweep", help="every batch size x variant x seed: test error against batch size, with error bars",
+                       description="Train every (batch size, variant, seed) cell and draw test error against batch "
+                                   "size per variant with error bars (the Group Normalization paper's figure 1 on "
+                                   "your data), with the table behind it and significance tests. The peak learning "
+                                   "rate is scaled linearly with the batch size: lr = LR x B / 128, LR being --lr "
+                                   "(default 0.1 for sgd). Cells run one after another, in --workers local "
+                                   "processes, or as Ray tasks on a cluster (--executor ray).")
+    p.add_argument("--batch-sizes", default="2,8,32,128", help="comma-separated batch sizes (default 2,8,32,128)")
+    p.add_argument("--norms", default="bn,gn,ln", help="comma-separated variants (default bn,gn,ln)")
+    g = p.add_argument_group("data and training (per cell)")
+    g.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
+    g.add_argument("--epochs", type=whole_number, default=None, help="epochs per cell (default 20; 2 with --quick)")
+    g.add_argument("--seeds", type=whole_number, default=3, help="cells per (batch size, variant), seeds --seed, --seed+1, ... (default 3)")
+    g.add_argument("--seed", type=whole_number, default=1, help="first seed (default 1)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate at batch 128, scaled for the others (default 0.1 for sgd, 0.004 for adamw)")
+    g.add_argument("--lr-scaling", default="linear", help="linear (lr x B / 128; default) or none (--lr at every batch size)")
+    g.add_argument("--train-limit", type=whole_number, default=None, help="use only the first N training images")
+    g.add_argument("--test-limit", type=whole_number, default=None, help="use only the first N test images")
+    g.add_argument("--quick", action="store_true", help="2 epochs on 10,000 training and 2,000 test images")
+    g.add_argument("--device", default="auto", help="auto (CUDA when there is one; several GPUs are shared out to the workers), cpu or cuda")
+    g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
+    g.add_argument("--optimizer", default="sgd", help="sgd (Nesterov momentum) or adamw (default sgd)")
+    g.add_argument("--schedule", default="onecycle", help="onecycle, cosine or constant (default onecycle)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="on conv kernels only (default 5e-4)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--dropout", type=float, default=0.0, help="channel dropout after each conv block (default 0)")
+    e = p.add_argument_group("where cells run")
+    e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
+    e.add_argument("--workers", type=whole_number, default=1, help="local: cells trained at once in worker processes, each with cores/N threads (default 1: one after another here)")
+    e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
+    e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each cell asks for (default 1)")
+    e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each cell asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two cells on a GPU)")
+    e.add_argument("--max-retries", type=whole_number, default=2, help="ray: times a cell whose worker died is started again (default 2)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="sweep folder (default runs/sweep-<dataset>-<time>)")
+    o.add_argument("--resume", action="store_true", help="continue the sweep in --out: finished cells are skipped")
+    o.add_argument("--overwrite", action="store_true", help="replace a sweep already in --out")
+    p.set_defaults(func=cmd_sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)
+
+    add_sweep_parser(sub)
 
     p = sub.add_parser("datasets", help="which datasets are found where, which are missing")
     p.add_argument("--data-dir", default=None, help="folder to search first")

@@ -8,13 +8,14 @@ import torch
 from tqdm.auto import tqdm
 
 REFRESH_EVERY = 20   # steps between reads of the running loss (each read syncs a GPU)
+BARS = True          # False in sweep workers: several processes' live bars would overwrite each other
 
 
 class EpochBar:
     def __init__(self, name: str, epoch: int, epochs: int, steps: int):
         self.prefix = f"{name:<18} epoch {epoch:>{len(str(epochs))}}/{epochs}"
         self.bar = tqdm(total=steps, desc=self.prefix, leave=False, dynamic_ncols=True,
-                        disable=not sys.stderr.isatty(), file=sys.stderr)
+                        disable=not (BARS and sys.stderr.isatty()), file=sys.stderr)
 
     def update(self, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
         if self.bar.disable:

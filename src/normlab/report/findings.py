@@ -2,14 +2,15 @@
 
 The leader is the variant with the highest mean final test accuracy over its finished seeds.
 Whether its lead means anything depends on run-to-run noise, which needs more than one seed
-per variant: with one seed the text says the noise is unknown and claims no winner.
-
-``margin_statement`` is where a significance test (Welch's t-test, a bootstrap interval)
-belongs when one is added: it receives every seed's value of the two variants compared.
+per variant: with one seed the text says the noise is unknown and claims no winner. With
+several, ``margin_statement`` says whether the margin is significant (Welch's t-test with
+Holm's correction over every pair of variants, and a bootstrap interval of the gap; see
+``normlab.stats``).
 """
 
 from __future__ import annotations
 
+from ..stats import PairTest, compare_pairs, fmt_p
 from .aggregate import VariantRuns, mean_std
 
 # Below this, a drop from the best epoch to the last is not worth a sentence.
@@ -20,23 +21,41 @@ def pct(value: float) -> str:
     return f"{value:.2f}%"
 
 
-def margin_statement(leader: VariantRuns, runner_up: VariantRuns) -> str:
-    """Is the leader's margin over the runner-up larger than the run-to-run noise?"""
+def pair_tests(groups: list[VariantRuns]) -> list[PairTest]:
+    """Every pair of variants that finished at least one seed, on final test accuracy."""
+    return compare_pairs({g.variant: g.final("test_acc") for g in groups if g.final("test_acc")})
+
+
+def find_pair(tests: list[PairTest], x: str, y: str) -> PairTest | None:
+    return next((t for t in tests if {t.a, t.b} == {x, y}), None)
+
+
+def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[PairTest] | None = None) -> str:
+    """Is the leader's margin over the runner-up larger than the run-to-run noise?
+
+    ``tests``: the pairwise tests of the whole run (so the p-value carries Holm's correction
+    for every pair compared); without them only this pair is tested.
+    """
     a, b = leader.final("test_acc"), runner_up.final("test_acc")
     if len(a) < 2 or len(b) < 2:
         seeds = "one seed" if min(len(a), len(b)) == 1 else "too few seeds"
         return (f"With {seeds} per variant the run-to-run noise is unknown, so this ranking alone does not show "
                 f"a winner: another seed could reorder the variants. Rerun with `--seeds 3` (or more) to measure "
                 f"the noise.")
+    test = find_pair(tests or [], leader.variant, runner_up.variant) or compare_pairs({leader.variant: a, runner_up.variant: b})[0]
     std_a, std_b = mean_std(a)[1], mean_std(b)[1]
     noise = (f"seed-to-seed standard deviation {std_a:.2f} points over {len(a)} seeds of `{leader.variant}`, "
              f"{std_b:.2f} over {len(b)} of `{runner_up.variant}`")
-    if min(a) > max(b):
-        return (f"Every seed of `{leader.variant}` beats every seed of `{runner_up.variant}` "
-                f"(worst {pct(min(a))} vs best {pct(max(b))}; {noise}): the margin is larger than the run-to-run "
-                f"noise measured here. With this few seeds that is a description of this run, not a significance test.")
-    return (f"The seeds overlap (`{leader.variant}` {pct(min(a))}-{pct(max(a))}, `{runner_up.variant}` "
-            f"{pct(min(b))}-{pct(max(b))}; {noise}): the margin is within the run-to-run noise, so no winner is claimed.")
+    if not test.tested:
+        return f"The margin is not tested: {test.why_not} ({noise}). No winner is claimed."
+    corrected = f", {fmt_p(test.p_holm)} after Holm's correction for {test.family} pairs" if test.family > 1 else ""
+    evidence = (f"Welch's t-test p = {fmt_p(test.p)}{corrected}; bootstrap 95% interval of the gap "
+                f"{test.low:.2f} to {test.high:.2f} points; {noise}")
+    if test.significant:
+        return (f"The margin is significant at the 5% level ({evidence}): it is larger than the run-to-run noise "
+                f"explains.")
+    return (f"The margin is not significant at the 5% level ({evidence}): it is within the run-to-run noise, so no "
+            f"winner is claimed. More seeds would detect a smaller real gap.")
 
 
 def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list[str]:
@@ -71,7 +90,7 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     mean_word = "mean " if several else ""
     out.append(f"`{leader.variant}` has the highest {mean_word}final test accuracy, {pct(lead_acc)}, "
                f"{lead_acc - second_acc:.2f} points ahead of `{runner_up.variant}` ({pct(second_acc)}). "
-               + margin_statement(leader, runner_up))
+               + margin_statement(leader, runner_up, pair_tests(groups)))
     out.append(f"Final test accuracy, best first: "
                + ", ".join(f"`{g.variant}` {pct(mean_std(g.final('test_acc'))[0])}" for g in ranked) + ".")
 

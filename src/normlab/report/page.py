@@ -17,7 +17,9 @@ from pathlib import Path
 from ..data import dataset_info
 from .aggregate import VariantRuns, mean_std
 from .curves import CURVES
-from .findings import run_findings
+from ..stats import fmt_p
+from ..stats import spread as stats_spread
+from .findings import pair_tests, run_findings
 from .style import run_variants
 
 EXPLAIN_FIGURE = "explain.png"
@@ -134,18 +136,27 @@ def spread(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def interval(values: list[float], digits: int) -> str:
+    """The 95% t-interval of the mean, '-' where there is none (fewer than 2 values)."""
+    s = stats_spread(values)
+    return "-" if s.low is None else f"{s.low:.{digits}f} to {s.high:.{digits}f}"
+
+
 def results_table(groups: list[VariantRuns]) -> Table:
-    header = ["variant", "seeds", "final test acc %", "best test acc %", "final test loss", "params",
-              "wall time s", "status"]
+    several = any(len(g.runs) > 1 for g in groups)
+    header = ["variant", "seeds", "final test acc %"] + (["95% interval"] if several else []) + \
+             ["best test acc %", "final test loss", "params", "wall time s", "status"]
     rows = []
     for g in groups:
         params = sorted(set(int(p) for p in g.values("params")))
         finished = len(g.done)
         seeds = str(len(g.runs)) if finished in (0, len(g.runs)) else f"{finished} of {len(g.runs)}"
-        rows.append([f"`{g.variant}`", seeds, spread(g.final("test_acc"), 2), spread(g.final("best_test_acc"), 2),
-                     spread(g.final("test_loss"), 4), ", ".join(f"{p:,}" for p in params) or "-",
-                     spread([float(r["seconds"]) for r in g.runs if r.get("epochs")], 1), g.status_text()])
-    return Table(header, rows, numeric={1, 2, 3, 4, 5, 6})
+        rows.append([f"`{g.variant}`", seeds, spread(g.final("test_acc"), 2)]
+                    + ([interval(g.final("test_acc"), 2)] if several else [])
+                    + [spread(g.final("best_test_acc"), 2), spread(g.final("test_loss"), 4),
+                       ", ".join(f"{p:,}" for p in params) or "-",
+                       spread([float(r["seconds"]) for r in g.runs if r.get("epochs")], 1), g.status_text()])
+    return Table(header, rows, numeric=set(range(1, len(header) - 1)))
 
 
 def table_note(groups: list[VariantRuns]) -> str:
@@ -153,8 +164,34 @@ def table_note(groups: list[VariantRuns]) -> str:
             "wall time is the training time of one run, evaluation included.")
     if any(len(g.runs) > 1 for g in groups):
         text += (" With several seeds: mean ± sample standard deviation over the seeds that finished (\"2 of 3\": "
-                 "one seed has not finished or diverged); wall time over every seed.")
+                 "one seed has not finished or diverged), and the 95% t-interval of the mean final test accuracy "
+                 "(where the mean would land again, if the seeds are a fair sample of seeds); wall time over every seed.")
     return text
+
+
+def significance_section(groups: list[VariantRuns]) -> Section | None:
+    """Each pair of variants: is the gap in mean final test accuracy larger than seed-to-seed noise?"""
+    tests = pair_tests(groups)
+    if not tests or not any(len(g.final("test_acc")) > 1 for g in groups):
+        return None
+    rows = []
+    for t in tests:
+        rows.append([f"`{t.a}` vs `{t.b}`", f"{t.n_a}, {t.n_b}", f"{t.difference:+.2f}",
+                     "-" if not t.tested else f"{t.low:+.2f} to {t.high:+.2f}",
+                     "-" if not t.tested else fmt_p(t.p), "-" if not t.tested else fmt_p(t.p_holm), t.verdict])
+    table = Table(["pair (higher mean first)", "seeds", "difference (points)", "bootstrap 95% interval",
+                   "Welch p", "Holm p", "at 5%"], rows, numeric={1, 2, 3, 4, 5})
+    family = max((t.family for t in tests), default=0)
+    note = ("Final test accuracy of each pair of variants over their finished seeds. Welch's t-test (no assumption "
+            "that the two variants vary equally from seed to seed) gives the p-value; Holm's correction adjusts "
+            f"it for the {family} pairs tested at once, and a pair is significant when the adjusted p is below 0.05. "
+            "The bootstrap interval resamples each variant's seeds; with 2-3 seeds it is rough and too narrow, so "
+            "it shows the size of the gap, not the verdict. Not significant means these seeds cannot tell the two "
+            "apart, not that they are equal.")
+    untested = [t for t in tests if not t.tested]
+    blocks = [table, Paragraph(note)]
+    blocks += [Paragraph(t.sentence()) for t in untested]
+    return Section("Are the differences real?", blocks)
 
 
 def setup_paragraph(run) -> Paragraph:
@@ -199,6 +236,9 @@ def build_sections(run, groups: list[VariantRuns], grids: dict[str, Path], summa
         Section("Results", [results_table(groups), Paragraph(table_note(groups))]),
         Section("Findings", [Paragraph(text) for text in run_findings(run)]),
     ]
+    significance = significance_section(groups)
+    if significance is not None:
+        sections.insert(3, significance)     # after the findings that cite it
     if (run.folder / CURVES).exists():
         sections.append(Section("Loss and accuracy per epoch", [Image(CURVES, "loss and accuracy per epoch")]))
     grid_blocks: list = []

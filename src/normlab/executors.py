@@ -1,0 +1,305 @@
+"""Where a sweep's cells are trained: here, in local worker processes, or as Ray tasks.
+
+A cell is one training (a variant, a seed, a batch size) described by plain values, so it can
+travel to another process or machine. Every executor hands each finished cell back to the
+driver through ``on_result``, in the driver's process, and only the driver writes the sweep's
+results.json. Checkpoints: local workers share the driver's disk and write their own cell's
+checkpoint after every epoch (so a killed sweep resumes mid-cell); a Ray task may run on
+another machine, so it trains into a scratch file and returns the checkpoint's bytes for the
+driver to write.
+
+No scheduling of our own: ``concurrent.futures.ProcessPoolExecutor`` hands cells to free local
+workers; Ray places tasks by their CPU/GPU needs, retries tasks whose worker died
+(``max_retries``) and reports failures.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import UserError
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training of a sweep, in plain values."""
+    key: str                           # unique within the sweep, e.g. "b32-gn4-seed2"
+    variant: str
+    seed: int
+    batch_size: int
+    lr: float
+    cfg: dict                          # TrainConfig fields, batch_size and lr already set for this cell
+    checkpoint: str | None = None      # path on a shared disk; None: train into a scratch file
+    resume_from: bytes | None = None   # a partial checkpoint to continue from (scratch-file cells)
+
+    @property
+    def label(self) -> str:
+        return f"b{self.batch_size} {self.variant} seed {self.seed}"
+
+
+@dataclass
+class CellResult:
+    key: str
+    record: dict                       # the cell's entry in results.json
+    checkpoint: bytes | None = None    # for the driver to write, when trained into a scratch file
+
+
+@dataclass
+class PortableDataset:
+    """A Dataset as numpy arrays: pickles to a worker or Ray's object store without shared memory."""
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    @classmethod
+    def of(cls, dataset) -> "PortableDataset":
+        return cls(dataset.info.name, dataset.split, dataset.images.numpy(), dataset.labels.numpy(), str(dataset.source))
+
+    def dataset(self):
+        import torch
+        from .data import Dataset, dataset_info
+        # np.array copies: arrays from Ray's object store are read-only.
+        return Dataset(dataset_info(self.name), self.split, torch.from_numpy(np.array(self.images)),
+                       torch.from_numpy(np.array(self.labels)), Path(self.source))
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:            # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Split the cores evenly: N workers each running torch on all cores would fight over them."""
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
+def worker_device(index: int, requested: str, gpu_count: int) -> str:
+    """The device of local worker ``index``: with several GPUs, workers take them round-robin
+    (worker 0 cuda:0, worker 1 cuda:1, ...). An explicit ``cuda:K`` or ``cpu`` is kept."""
+    if requested == "cpu" or requested.startswith("cuda:"):
+        return requested
+    if gpu_count == 0:
+        return "cpu" if requested == "auto" else requested
+    return f"cuda:{index % gpu_count}"
+
+
+def train_cell(cell: Cell, train, test, device: str) -> CellResult:
+    """Train one cell with normlab's training loop; the record says where it ran and how long."""
+    import torch
+    from .train import TrainConfig, resolve_device, train_run
+    from .variants import Variant
+
+    cfg = TrainConfig(**cell.cfg)
+    variant = Variant.parse(cell.variant)
+    where = {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+    started = time.perf_counter()
+    if cell.checkpoint is not None:
+        outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
+                            checkpoint=Path(cell.checkpoint), label=cell.label)
+        saved = None
+    else:
+        with tempfile.TemporaryDirectory(prefix="normlab-cell-") as scratch:
+            path = Path(scratch) / f"{cell.key}.pt"
+            if cell.resume_from is not None:
+                path.write_bytes(cell.resume_from)
+            outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
+                                checkpoint=path, label=cell.label)
+            saved = path.read_bytes() if path.exists() else None
+    record = {"key": cell.key, "batch_size": cell.batch_size, "lr": cell.lr, **outcome.record, **where,
+              "cell_seconds": round(time.perf_counter() - started, 3)}
+    return CellResult(cell.key, record, saved)
+
+
+# ---- local ----------------------------------------------------------------------------------
+
+# A local worker process's own state, set once by _start_worker.
+_WORKER: dict = {}
+
+
+def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int) -> None:
+    import torch
+    from . import progress
+    index = indices.get()
+    torch.set_num_threads(threads)
+    progress.BARS = False              # several workers' live bars would overwrite each other
+    gpus = torch.cuda.device_count() if requested_device != "cpu" else 0
+    _WORKER.update(index=index, device=worker_device(index, requested_device, gpus),
+                   train=train.dataset(), test=test.dataset())
+
+
+def _worker_cell(cell: Cell) -> CellResult:
+    result = train_cell(cell, _WORKER["train"], _WORKER["test"], _WORKER["device"])
+    result.record["worker"] = _WORKER["index"]
+    return result
+
+
+@dataclass
+class LocalExecutor:
+    """Cells one after another in this process (workers=1), or in N worker processes."""
+    workers: int = 1
+    device: str = "auto"
+    name: str = field(default="local", init=False)
+
+    def describe(self) -> dict:
+        return {"executor": "local", "workers": self.workers,
+                "threads_per_worker": threads_per_worker(self.workers) if self.workers > 1 else None}
+
+    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None]) -> None:
+        if self.workers == 1 or len(cells) <= 1:
+            import torch
+            from .train import resolve_device
+            device = str(resolve_device(self.device))
+            for cell in cells:
+                result = train_cell(cell, train, test, device)
+                result.record.update(worker=0)
+                on_result(result)
+            return
+        # spawn, not fork: a forked child of a process that has started torch's thread pools
+        # (or CUDA) can deadlock; spawn starts each worker clean.
+        context = multiprocessing.get_context("spawn")
+        workers = min(self.workers, len(cells))
+        indices = context.Queue()
+        for i in range(workers):
+            indices.put(i)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(indices, PortableDataset.of(train), PortableDataset.of(test),
+                                             self.device, threads_per_worker(workers)))
+        try:
+            pending = {pool.submit(_worker_cell, cell) for cell in cells}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_result(future.result())     # a cell's error is raised here, in the driver
+        finally:
+            # Ctrl-C or a failed cell: drop cells not started; those running end with the pool.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---- Ray ------------------------------------------------------------------------------------
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray, which is not installed",
+                        "pip install 'normlab[ray]' (or use --executor local)") from None
+    return ray
+
+
+def _ray_cell(cell: Cell, train: PortableDataset, test: PortableDataset, device: str, threads: int) -> CellResult:
+    import torch
+    from . import progress
+    torch.set_num_threads(threads)
+    progress.BARS = False
+    import ray
+    result = train_cell(cell, train.dataset(), test.dataset(), device)
+    result.record["worker"] = f"ray node {ray.get_runtime_context().get_node_id()[:8]}"
+    return result
+
+
+@dataclass
+class RayExecutor:
+    """Each cell a Ray task that asks for its CPUs and GPUs; Ray places, retries and reports."""
+    address: str | None = None         # join this cluster ("auto": the one `ray start` runs here)
+    cpus_per_cell: float = 1
+    gpus_per_cell: float | None = None  # None: 1 when the cluster has GPUs and --device allows, else 0
+    max_retries: int = 2
+    device: str = "auto"
+    name: str = field(default="ray", init=False)
+    _resources: dict = field(default_factory=dict, init=False)
+
+    def check(self) -> None:
+        """Refuse bad options before anything is written."""
+        import_ray()
+        if self.cpus_per_cell <= 0:
+            raise UserError(f"--cpus-per-cell {self.cpus_per_cell} must be positive", "pass e.g. --cpus-per-cell 1")
+        if self.gpus_per_cell is not None and self.gpus_per_cell < 0:
+            raise UserError(f"--gpus-per-cell {self.gpus_per_cell} must not be negative", "pass e.g. --gpus-per-cell 1")
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries {self.max_retries} must not be negative", "pass e.g. --max-retries 2")
+        if self.device.startswith("cuda") and self.gpus_per_cell == 0:
+            raise UserError("--device cuda with --gpus-per-cell 0: Ray would give the cells no GPU",
+                            "pass --gpus-per-cell 1 (or a fraction, e.g. 0.5 to share a GPU by two cells)")
+
+    def describe(self) -> dict:
+        return {"executor": "ray", "address": self.address, "cpus_per_cell": self.cpus_per_cell,
+                "gpus_per_cell": self.gpus_per_cell, "max_retries": self.max_retries, **self._resources}
+
+    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None]) -> None:
+        ray = import_ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                # A cluster of our own for this sweep: no dashboard (a web server we would not use).
+                extra = {} if self.address else {"include_dashboard": False}
+                ray.init(address=self.address, **extra)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UserError(f"cannot reach a Ray cluster at {self.address or 'a new local one'} "
+                                f"({str(exc).splitlines()[0][:200]})",
+                                "start one with `ray start --head`, check --ray-address, or drop it") from None
+        pending: dict = {}
+        try:
+            cluster = ray.cluster_resources()
+            self._resources = {"cluster_cpus": cluster.get("CPU", 0), "cluster_gpus": cluster.get("GPU", 0)}
+            gpus = self.gpus_per_cell
+            if gpus is None:
+                gpus = 1 if cluster.get("GPU", 0) > 0 and self.device != "cpu" else 0
+            if self.device.startswith("cuda") and cluster.get("GPU", 0) == 0:
+                raise UserError("--device cuda, but the Ray cluster has no GPUs", "use --device auto or cpu")
+            self.gpus_per_cell = gpus
+            # Ray sets CUDA_VISIBLE_DEVICES to the task's GPUs, so "cuda" is the GPU it was given.
+            device = "cuda" if gpus > 0 else "cpu"
+            task = ray.remote(num_cpus=self.cpus_per_cell, num_gpus=gpus, max_retries=self.max_retries)(_ray_cell)
+            train_ref, test_ref = ray.put(PortableDataset.of(train)), ray.put(PortableDataset.of(test))
+            threads = max(1, int(self.cpus_per_cell))
+            pending = {task.remote(cell, train_ref, test_ref, device, threads): cell for cell in cells}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, UserError):
+                        raise UserError(f"cell {cell.label}: {cause.what}", cause.fix) from None
+                    raise
+                on_result(result)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+
+def make_executor(name: str, workers: int = 1, device: str = "auto", address: str | None = None,
+                  cpus_per_cell: float = 1, gpus_per_cell: float | None = None, max_retries: int = 2):
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor {name!r}", f"choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise UserError(f"--workers {workers} must be at least 1", "pass e.g. --workers 2")
+    if name == "local":
+        if address is not None:
+            raise UserError("--ray-address is for --executor ray", "add --executor ray, or drop --ray-address")
+        return LocalExecutor(workers, device)
+    if workers != 1:
+        raise UserError("--workers is for --executor local; Ray runs as many cells at once as the cluster has room for",
+                        "drop --workers (use --cpus-per-cell to size each cell)")
+    executor = RayExecutor(address, cpus_per_cell, gpus_per_cell, max_retries, device)
+    executor.check()
+    return executor
