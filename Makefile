@@ -11,7 +11,7 @@ OUT    ?= runs/demo-fashion-mnist-$(EPOCHS)ep
 BIN    := $(VENV)/bin
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data bench clean
+.PHONY: demo test data browser bench clean
 
 $(BIN)/normlab: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; pass PYTHON=python3.x (3.10 or newer)"; exit 2; }
@@ -30,12 +30,21 @@ data:
 		echo "could not install dataset-fashion-mnist; normlab will try to download Fashion-MNIST"; \
 	fi
 
+# The report test renders report.html in headless Chromium; without it that one test skips.
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium (for the report-rendering test)"; \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
+		echo "could not install chromium; the report-rendering test will be skipped"; \
+	fi
+
 # Run again, it continues (or just re-reports) the same run instead of starting over.
 demo: $(BIN)/normlab data
 	$(BIN)/normlab compare --dataset fashion-mnist --norms $(NORMS) --epochs $(EPOCHS) --out $(OUT) \
 		$$([ -f $(OUT)/results.json ] && echo --resume)
 
-test: $(BIN)/normlab data
+test: $(BIN)/normlab data browser
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/normlab

@@ -21,10 +21,10 @@ def test_normalizer_matches_the_formula():
 def test_crops_are_shifted_windows_and_flips_are_mirrors():
     info = dataset_info("cifar10")
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    batches = TrainBatches(images, torch.zeros(64, dtype=torch.long), info, 16, Normalizer(info, torch.device("cpu")))
-    index = torch.arange(64)
-    out = batches.crop_and_flip(index, torch.Generator().manual_seed(0))
-    padded = F.pad(images, (4, 4, 4, 4))
+    batches = TrainBatches(images, torch.zeros(64, dtype=torch.long), info, 64, Normalizer(info, torch.device("cpu")))
+    index, shift, flip = next(batches.plan(torch.Generator().manual_seed(0)))
+    out = batches.crop_and_flip(index, shift, flip)
+    padded = F.pad(images, (4, 4, 4, 4))[index]
     flipped_count = 0
     for i in range(64):
         windows = [(padded[i, :, dy:dy + 32, dx:dx + 32], flip) for dy in range(9) for dx in range(9) for flip in (False, True)]
@@ -37,9 +37,11 @@ def test_crops_are_shifted_windows_and_flips_are_mirrors():
 def test_28x28_sets_are_translated_but_never_flipped():
     info = dataset_info("fashion-mnist")
     images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
-    batches = TrainBatches(images, torch.zeros(32, dtype=torch.long), info, 8, Normalizer(info, torch.device("cpu")))
-    out = batches.crop_and_flip(torch.arange(32), torch.Generator().manual_seed(1))
-    padded = F.pad(images, (2, 2, 2, 2))
+    batches = TrainBatches(images, torch.zeros(32, dtype=torch.long), info, 32, Normalizer(info, torch.device("cpu")))
+    index, shift, flip = next(batches.plan(torch.Generator().manual_seed(1)))
+    assert flip is None
+    out = batches.crop_and_flip(index, shift, flip)
+    padded = F.pad(images, (2, 2, 2, 2))[index]
     for i in range(32):
         assert any(torch.equal(out[i], padded[i, :, dy:dy + 28, dx:dx + 28]) for dy in range(5) for dx in range(5))
 

@@ -177,6 +177,28 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def number_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip() != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} names no number")
+    return values
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchConfig, format_table, run_bench
+    from .variants import parse_variants
+    cfg = BenchConfig(dataset=args.dataset, variants=tuple(str(v) for v in parse_variants(args.variants)),
+                      device=args.device, batch_size=args.batch_size, steps=args.steps, windows=args.windows,
+                      reference_workers=args.reference_workers, full=args.full, epochs=args.epochs, compile=args.compile,
+                      data_dir=args.data_dir)
+    result = run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result, indent=1) if args.json else format_table(result), end="\n" if args.json else "")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     import time
     from .data import dataset_info
@@ -302,6 +324,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a normlab compare or train")
     p.add_argument("--data-dir", default=None, help="folder with the test set (default: where the run found it)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="training speed: normlab's path vs a seed-style reference",
+                       description="Time training steps of normlab's path (data on the device, whole-batch "
+                                   "augmentation, Training.step) against a seed-style reference (per-image "
+                                   "transforms in a DataLoader, eager NCHW, .item() every step) on the same model, "
+                                   "in alternating windows; report images/s, epoch time and the ratio. Uses the "
+                                   "real dataset when it is here, else random images of its shape.")
+    p.add_argument("--dataset", default="cifar10", help="picks the net and the data (default cifar10)")
+    p.add_argument("--variants", default="bn,ln,gn", help="comma-separated variants (default bn,ln,gn)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=whole_number, default=128, help="default 128")
+    p.add_argument("--steps", type=whole_number, default=40, help="training steps per timed window (default 40)")
+    p.add_argument("--windows", type=whole_number, default=5, help="timed windows per pipeline; the median counts (default 5)")
+    p.add_argument("--reference-workers", type=number_list, default=(0, 2),
+                   help="DataLoader worker counts of the reference to time (default 0,2)")
+    p.add_argument("--full", action="store_true", help="also time the whole job (every variant, --epochs, with evaluation) through train_run; needs the real data")
+    p.add_argument("--epochs", type=whole_number, default=20, help="epochs of the --full job (default 20)")
+    p.add_argument("--compile", action="store_true", help="also time normlab's path under torch.compile, with its compile time")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_bench)
 
     add_sweep_parser(sub)
 

@@ -54,23 +54,33 @@ class TrainBatches:
     def __len__(self) -> int:
         return len(self.labels) // self.batch_size
 
-    def epoch(self, generator: torch.Generator):
+    def plan(self, generator: torch.Generator):
+        """Each step's random choices, without touching an image: (indices, shifts, flips).
+
+        Kept apart from the gathering so a reference pipeline can replay the very same batches.
+        """
         device = self.labels.device
         order = torch.randperm(len(self.labels), device=device, generator=generator)
         for step in range(len(self)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield self.normalize(self.crop_and_flip(index, generator)), self.labels[index]
+            n = len(index)
+            shift = torch.randint(0, 2 * self.pad + 1, (2, n, 1), device=device, generator=generator) if self.pad else None
+            flip = torch.rand(n, 1, device=device, generator=generator) < 0.5 if self.pad and self.info.flip else None
+            yield index, shift, flip
 
-    def crop_and_flip(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if not self.pad:
+    def epoch(self, generator: torch.Generator):
+        for index, shift, flip in self.plan(generator):
+            yield self.normalize(self.crop_and_flip(index, shift, flip)), self.labels[index]
+
+    def crop_and_flip(self, index: torch.Tensor, shift: torch.Tensor | None, flip: torch.Tensor | None) -> torch.Tensor:
+        """One gather does the crop and the flip for the whole batch: row and column indices
+        are offset by each image's shift, and a flipped image reads its columns backwards."""
+        if shift is None:
             return self.images[index]
-        n = len(index)
-        dy, dx = torch.randint(0, 2 * self.pad + 1, (2, n, 1), device=index.device, generator=generator)
+        dy, dx = shift
         rows = (dy + self.rows)[:, None, :, None]            # n x 1 x H x 1
-        cols = (dx + self.cols)
-        if self.info.flip:
-            # A flip is a reversed column order: fold it into the same gather, no second pass.
-            flip = torch.rand(n, 1, device=index.device, generator=generator) < 0.5
+        cols = dx + self.cols                                 # n x W
+        if flip is not None:
             cols = torch.where(flip, cols.flip(1), cols)
         cols = cols[:, None, None, :]                         # n x 1 x 1 x W
         return self.images[index[:, None, None, None], self.channels[None, :, None, None], rows, cols]

@@ -1,0 +1,51 @@
+"""`normlab bench` measures what it says: both pipelines run, on the data it names."""
+
+import json
+
+from conftest import run_cli
+
+
+def bench_json(capsys, *args) -> dict:
+    code = run_cli("bench", "--json", "--steps", "2", "--windows", "1", *args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_bench_times_both_pipelines_on_the_real_files(capsys, fashion_dir):
+    result = bench_json(capsys, "--dataset", "fashion-mnist", "--data-dir", fashion_dir, "--variants", "bn,gn:2",
+                        "--reference-workers", "0")
+    assert str(fashion_dir) in result["data"]
+    assert [r["variant"] for r in result["variants"]] == ["bn", "gn:2"]
+    for row in result["variants"]:
+        assert row["normlab_images_per_s"] > 0 and row["reference_images_per_s"]["workers=0"] > 0
+        assert row["speedup_vs_best_reference"] == round(row["normlab_images_per_s"] / row["reference_images_per_s"]["workers=0"], 2)
+        assert row["normlab_epoch_seconds"] > 0 and row["params"] == 14_658
+    assert set(result["slowdown_vs_bn"]) == {"gn:2"}
+
+
+def test_bench_without_the_data_times_random_images_of_its_shape_and_says_so(capsys):
+    result = bench_json(capsys, "--dataset", "cifar10", "--variants", "ln", "--reference-workers", "0,1")
+    assert result["data"].startswith("synthetic")
+    assert set(result["variants"][0]["reference_images_per_s"]) == {"workers=0", "workers=1"}
+
+
+def test_bench_full_job_trains_every_variant_through_train_run(capsys, fashion_dir):
+    result = bench_json(capsys, "--dataset", "fashion-mnist", "--data-dir", fashion_dir, "--variants", "bn,ln",
+                        "--reference-workers", "0", "--full", "--epochs", "1")
+    job = result["full_job"]
+    assert [r["variant"] for r in job["runs"]] == ["bn", "ln"] and job["epochs"] == 1
+    assert all(0 <= r["test_acc"] <= 100 and r["seconds"] > 0 for r in job["runs"])
+
+
+def test_bench_full_job_without_data_is_a_clear_error(capsys):
+    assert run_cli("bench", "--dataset", "cifar10", "--full", "--steps", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and "\n" not in err
+
+
+def test_bench_bad_options_are_one_line_errors(capsys):
+    for args in (["--steps", "0"], ["--variants", "gn:3"], ["--reference-workers", "a,b"], ["--batch-size", "1"]):
+        assert run_cli("bench", *args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err and "\n" not in err and "Traceback" not in err, (args, err)
