@@ -219,3 +219,27 @@ def test_a_run_folder_is_not_taken_for_a_sweep(data, tmp_path, capsys):
     (run / "results.json").write_text(json.dumps({"dataset": "fashion-mnist", "config": {}, "runs": []}))
     assert run_cli(*ARGS, "--data-dir", data, "--out", run, "--resume") == 2
     assert "holds a normlab run, not a sweep" in capsys.readouterr().err
+
+
+def test_compare_with_two_workers_matches_one_after_another(data, tmp_path):
+    """`compare --workers 2` trains (variant, seed) runs in two processes: the same runs, the
+    same numbers, the same misclassified images and report as training them in turn."""
+    args = ["compare", "--norms", "bn,gn:2", "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--data-dir", data]
+    assert run_cli(*args, "--out", tmp_path / "one") == 0
+    assert run_cli(*args, "--out", tmp_path / "two", "--workers", "2") == 0
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    strip = lambda run: {k: v for k, v in run.items() if k not in ("seconds", "epochs", "device", "host", "pid",
+                                                                  "threads", "cell_seconds", "worker")}
+    assert [strip(r) for r in one["runs"]] == [strip(r) for r in two["runs"]]
+    assert [[e["test_acc"] for e in r["epochs"]] for r in one["runs"]] == [[e["test_acc"] for e in r["epochs"]] for r in two["runs"]]
+    assert {r["pid"] for r in two["runs"]}.isdisjoint({os.getpid()})
+    assert (tmp_path / "one" / "misclassified.json").read_text() == (tmp_path / "two" / "misclassified.json").read_text()
+    assert (tmp_path / "two" / "report.md").is_file()
+    for name in ("bn-seed1.pt", "gn2-seed2.pt"):
+        assert torch.load(tmp_path / "two" / "checkpoints" / name, weights_only=True)["status"] == "done"
+
+
+def test_compare_refuses_zero_workers(data, tmp_path, capsys):
+    assert run_cli("compare", "--norms", "bn", "--epochs", "1", "--workers", "0", "--data-dir", data,
+                   "--out", tmp_path / "x") == 2
+    assert "--workers 0 must be at least 1" in capsys.readouterr().err and not (tmp_path / "x").exists()

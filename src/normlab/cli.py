@@ -48,6 +48,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     g.add_argument("--dropout", type=float, default=0.0, help="channel dropout after each conv block (default 0)")
     g.add_argument("--quick", action="store_true", help="a first look: 2 epochs on 10,000 training and 2,000 test images")
+    g.add_argument("--workers", type=whole_number, default=1,
+                   help="train this many (variant, seed) runs at once in local processes, each with cores/N threads; "
+                        "with several GPUs, worker i uses GPU i mod count (default 1: one after another)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
@@ -70,6 +73,7 @@ def run_training(args, variants) -> int:
     cfg = config_from(args)
     out = Path(args.out) if args.out else default_out(cfg.dataset)
     plan = Plan(variants, cfg, out, args.data_dir, args.resume, args.overwrite)
+    plan.workers = args.workers
     try:
         results = run_plan(plan)
     except KeyboardInterrupt:

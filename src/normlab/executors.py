@@ -43,10 +43,12 @@ class Cell:
     cfg: dict                          # TrainConfig fields, batch_size and lr already set for this cell
     checkpoint: str | None = None      # path on a shared disk; None: train into a scratch file
     resume_from: bytes | None = None   # a partial checkpoint to continue from (scratch-file cells)
+    name: str | None = None            # in progress lines; default "b<B> <variant> seed <k>"
+    keep_predictions: bool = False     # return the finished model's test-set predictions
 
     @property
     def label(self) -> str:
-        return f"b{self.batch_size} {self.variant} seed {self.seed}"
+        return self.name or f"b{self.batch_size} {self.variant} seed {self.seed}"
 
 
 @dataclass
@@ -54,6 +56,8 @@ class CellResult:
     key: str
     record: dict                       # the cell's entry in results.json
     checkpoint: bytes | None = None    # for the driver to write, when trained into a scratch file
+    predictions: np.ndarray | None = None   # with keep_predictions, of a finished cell
+    confidences: np.ndarray | None = None
 
 
 @dataclass
@@ -123,7 +127,11 @@ def train_cell(cell: Cell, train, test, device: str) -> CellResult:
             saved = path.read_bytes() if path.exists() else None
     record = {"key": cell.key, "batch_size": cell.batch_size, "lr": cell.lr, **outcome.record, **where,
               "cell_seconds": round(time.perf_counter() - started, 3)}
-    return CellResult(cell.key, record, saved)
+    result = CellResult(cell.key, record, saved)
+    if cell.keep_predictions and outcome.final is not None:
+        result.predictions = outcome.final.predictions.numpy()
+        result.confidences = outcome.final.confidences.numpy()
+    return result
 
 
 # ---- local ----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Plan:
     data_dir: str | None = None
     resume: bool = False
     overwrite: bool = False
+    workers: int = 1                   # runs trained at once, in local worker processes
 
 
 def default_out(dataset: str) -> Path:
@@ -54,6 +55,8 @@ def check_plan(plan: Plan) -> None:
     cfg.dataset = dataset_info(cfg.dataset).name
     cfg.validate()
     resolve_device(cfg.device)
+    if plan.workers < 1:
+        raise UserError(f"--workers {plan.workers} must be at least 1", "pass e.g. --workers 2")
     train_size = min(dataset_info(cfg.dataset).train_size, cfg.train_limit or 10**9)
     for variant in plan.variants:
         build_model(variant, cfg.dataset)          # refuses a group count that does not divide the widths
@@ -202,6 +205,8 @@ def run_plan(plan: Plan) -> dict:
                        for s in seeds for v in plan.variants]
     save_results(out, results)
     started = time.perf_counter()
+    if plan.workers > 1:
+        train_in_workers(plan, results, misclassified, train, test)   # the loop below then skips them
 
     for index, entry in enumerate(results["runs"]):
         variant, seed = Variant.parse(entry["variant"]), entry["seed"]
@@ -229,6 +234,37 @@ def run_plan(plan: Plan) -> dict:
     write_run_report(out, test)
     unlock_folder(out)
     return results
+
+
+def train_in_workers(plan: Plan, results: dict, misclassified: dict, train: Dataset, test: Dataset) -> None:
+    """Train the plan's unfinished runs in ``plan.workers`` local processes (the sweep's local
+    executor). Each worker checkpoints its run after every epoch, as the sequential loop does;
+    results.json is rewritten here, by this process alone, as each run finishes."""
+    from .executors import Cell, LocalExecutor
+    cfg, out = plan.cfg, plan.out
+    seeds = cfg.seed_list()
+    multi_seed = len(seeds) > 1
+    cells, index = [], {}
+    for i, entry in enumerate(results["runs"]):
+        if entry["status"] not in ("pending", "running"):
+            continue
+        variant, seed = Variant.parse(entry["variant"]), entry["seed"]
+        name = checkpoint_name(variant, seed, multi_seed)
+        index[name] = i
+        cells.append(Cell(name, str(variant), seed, cfg.batch_size, cfg.peak_lr, {**cfg.to_dict(), "seed": seed},
+                          checkpoint=str(out / CHECKPOINTS / name), name=f"{variant}" + (f" seed {seed}" if multi_seed else ""),
+                          keep_predictions=seed == seeds[0]))
+
+    def on_result(result) -> None:
+        record = {k: v for k, v in result.record.items() if k not in ("key", "batch_size", "lr")}
+        results["runs"][index[result.key]] = record
+        if result.predictions is not None:
+            misclassified[record["variant"]] = most_confident_mistakes(
+                torch.from_numpy(result.predictions), torch.from_numpy(result.confidences), test.labels)
+            write_json(out / MISCLASSIFIED, misclassified)
+        save_results(out, results)
+
+    LocalExecutor(plan.workers, cfg.device).run_cells(cells, train, test, on_result)
 
 
 def write_run_report(out: Path, test: Dataset) -> None:
