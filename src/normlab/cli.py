@@ -223,7 +223,7 @@ def cmd_sweep(args) -> int:
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1", f"pass e.g. --{name.replace('_', '-')} 10000")
     executor = make_executor(args.executor, args.workers, args.device, args.ray_address, args.cpus_per_cell,
-                             args.gpus_per_cell, args.max_retries)
+                             args.gpus_per_cell, args.max_retries, args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{dataset_info(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = SweepPlan(sizes, variants, cfg, out, args.data_dir, args.resume, args.overwrite, args.lr_scaling, executor)
     try:
@@ -272,6 +272,7 @@ def add_sweep_parser(sub) -> None:
     e = p.add_argument_group("where cells run")
     e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
     e.add_argument("--workers", type=whole_number, default=1, help="local: cells trained at once in worker processes, each with cores/N threads (default 1: one after another here)")
+    e.add_argument("--threads", type=whole_number, default=None, help="local: torch threads per cell (default: every core with 1 worker, cores/N with N)")
     e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
     e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each cell asks for (default 1)")
     e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each cell asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two cells on a GPU)")

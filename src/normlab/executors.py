@@ -174,21 +174,30 @@ class LocalExecutor:
     """Cells one after another in this process (workers=1), or in N worker processes."""
     workers: int = 1
     device: str = "auto"
+    threads: int | None = None         # torch threads per cell; None: all cores, or cores/N with N workers
     name: str = field(default="local", init=False)
 
+    def threads_per_cell(self) -> int | None:
+        return self.threads or (threads_per_worker(self.workers) if self.workers > 1 else None)
+
     def describe(self) -> dict:
-        return {"executor": "local", "workers": self.workers,
-                "threads_per_worker": threads_per_worker(self.workers) if self.workers > 1 else None}
+        return {"executor": "local", "workers": self.workers, "threads_per_worker": self.threads_per_cell()}
 
     def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None]) -> None:
         if self.workers == 1 or len(cells) <= 1:
             import torch
             from .train import resolve_device
             device = str(resolve_device(self.device))
-            for cell in cells:
-                result = train_cell(cell, train, test, device)
-                result.record.update(worker=0)
-                on_result(result)
+            before = torch.get_num_threads()
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            try:
+                for cell in cells:
+                    result = train_cell(cell, train, test, device)
+                    result.record.update(worker=0)
+                    on_result(result)
+            finally:
+                torch.set_num_threads(before)
             return
         # spawn, not fork: a forked child of a process that has started torch's thread pools
         # (or CUDA) can deadlock; spawn starts each worker clean.
@@ -199,7 +208,7 @@ class LocalExecutor:
             indices.put(i)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                    initargs=(indices, PortableDataset.of(train), PortableDataset.of(test),
-                                             self.device, threads_per_worker(workers)))
+                                             self.device, self.threads or threads_per_worker(workers)))
         try:
             pending = {pool.submit(_worker_cell, cell) for cell in cells}
             while pending:
@@ -312,18 +321,23 @@ class RayExecutor:
 
 
 def make_executor(name: str, workers: int = 1, device: str = "auto", address: str | None = None,
-                  cpus_per_cell: float = 1, gpus_per_cell: float | None = None, max_retries: int = 2):
+                  cpus_per_cell: float = 1, gpus_per_cell: float | None = None, max_retries: int = 2,
+                  threads: int | None = None):
     if name not in EXECUTORS:
         raise UserError(f"unknown executor {name!r}", f"choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise UserError(f"--workers {workers} must be at least 1", "pass e.g. --workers 2")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} must be at least 1", "pass e.g. --threads 1")
     if name == "local":
         if address is not None:
             raise UserError("--ray-address is for --executor ray", "add --executor ray, or drop --ray-address")
-        return LocalExecutor(workers, device)
+        return LocalExecutor(workers, device, threads)
     if workers != 1:
         raise UserError("--workers is for --executor local; Ray runs as many cells at once as the cluster has room for",
                         "drop --workers (use --cpus-per-cell to size each cell)")
+    if threads is not None:
+        raise UserError("--threads is for --executor local", "use --cpus-per-cell: a Ray cell runs that many threads")
     executor = RayExecutor(address, cpus_per_cell, gpus_per_cell, max_retries, device)
     executor.check()
     return executor
