@@ -103,8 +103,8 @@ def main() -> None:
         f"{one['cells']}-cell sweep took {one['wall_seconds']:.0f} s as one process with torch on "
         f"{one['threads_per_worker']} threads, {single['wall_seconds']:.0f} s as one process on "
         f"{single['threads_per_worker']} thread, and {many['wall_seconds']:.0f} s as {n} worker processes of "
-        f"{many['threads_per_worker']} thread each: {ratio_same_threads}x faster than one process at the same "
-        f"threads per cell, and {ratio}x faster than the default one-process run"
+        f"{many['threads_per_worker']} thread each: {ratio_same_threads}x the speed of one process at the "
+        f"same threads per cell, and {ratio}x that of the default one-process run"
         + (" (torch's threads wait on each other when the cores are shared)" if ratio > ratio_same_threads else "")
         + f". Each is the fastest of {opts.repeats} runs taken in turn. At {single['threads_per_worker']} thread the cells add up to "
         f"{work:.0f} s of training (longest {longest:.1f} s, {single['longest_cell']}); start-up, data loading and "
