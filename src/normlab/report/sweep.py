@@ -103,11 +103,13 @@ def plot_sweep(results: dict):
     with rc_context(FONT):
         fig = new_figure(7.5, 5)
         ax = fig.subplots()
-        for v in variants:
+        for k, v in enumerate(variants):
             mine = [p for p in pts if p.variant == v and p.errors]
             if not mine:
                 continue
-            x = [p.batch_size for p in mine]
+            # Nudge each variant sideways (a few % on the log axis) so error bars at one batch size do not hide each other.
+            dodge = 2 ** (0.06 * (k - (len(variants) - 1) / 2))
+            x = [p.batch_size * dodge for p in mine]
             y = [p.spread.mean for p in mine]
             err = [p.spread.std or 0.0 for p in mine]
             seeds = sorted({p.spread.n for p in mine})
@@ -216,9 +218,15 @@ def sweep_markdown(results: dict, figure: str | None = SWEEP_PNG) -> str:
     if not degradation:
         lines += ["Needs at least two batch sizes with finished cells.", ""]
 
+    fewest = min((p.spread.n for p in pts if p.errors), default=0)
     lines += ["## Which norm is better at each batch size?", "",
               "Welch's t-test on the final test error of each pair of variants at one batch size, Holm's correction "
-              "over the pairs at that batch size; a lower error is better, so the first of each pair is the worse.", "",
+              "over the pairs at that batch size; a lower error is better, so the first of each pair is the worse. "
+              "The bootstrap interval resamples each variant's seeds; with 2-3 seeds it is rough and too narrow, so "
+              "it shows the size of a gap, not the verdict."
+              + (f" With {fewest} seeds per cell the t-test has about {fewest - 1}-{2 * fewest - 2} degrees of "
+                 f"freedom and calls only gaps many times the seed-to-seed spread significant; `--seeds 5` "
+                 f"or more tells smaller gaps apart." if 0 < fewest < 4 else ""), "",
               "| batch size | pair (higher error first) | difference (points) | bootstrap 95% interval | Welch p | Holm p | at 5% |",
               "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for b, tests in batch_tests(pts).items():
