@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -243,3 +244,22 @@ def test_compare_refuses_zero_workers(data, tmp_path, capsys):
     assert run_cli("compare", "--norms", "bn", "--epochs", "1", "--workers", "0", "--data-dir", data,
                    "--out", tmp_path / "x") == 2
     assert "--workers 0 must be at least 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_ray_executor_without_ray_says_how_to_get_it(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` raises ImportError
+    out = tmp_path / "noray"
+    assert run_cli(*ARGS, "--data-dir", data, "--out", out, "--executor", "ray") == 2
+    err = capsys.readouterr().err
+    assert "--executor ray needs Ray, which is not installed; pip install 'normlab[ray]'" in err and not out.exists()
+
+
+def test_a_sweep_is_read_as_a_sweep(swept):
+    from normlab import load_run, load_sweep, plot_sweep
+    from normlab.errors import UserError
+    with pytest.raises(UserError, match="holds a normlab sweep, not a run"):
+        load_run(swept)
+    results = load_sweep(swept)
+    fig = plot_sweep(results)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "32"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["bn (2 seeds)", "gn:2 (2 seeds)"]

@@ -113,6 +113,9 @@ def load_run(folder) -> Run:
     if not path.is_file():
         raise UserError(f"{folder} holds no normlab run (no {RESULTS})", "pass the --out folder of a normlab compare or train")
     results = read_json(path)
+    if isinstance(results, dict) and results.get("kind") == "sweep":
+        raise UserError(f"{folder} holds a normlab sweep, not a run",
+                        "read it with normlab.report.sweep.load_sweep (sweep.md and sweep.csv hold its table)")
     problem = results_problem(results)
     if problem:
         raise UserError(f"{path} is not a normlab results file ({problem})", "pass the --out folder of a normlab compare or train")
