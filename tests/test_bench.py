@@ -25,8 +25,9 @@ def test_bench_times_both_pipelines_on_the_real_files(capsys, fashion_dir):
 
 
 def test_bench_without_the_data_times_random_images_of_its_shape_and_says_so(capsys):
-    result = bench_json(capsys, "--dataset", "cifar10", "--variants", "ln", "--reference-workers", "0,1")
+    result = bench_json(capsys, "--dataset", "cifar10", "--variants", "ln", "--reference-workers", "0,1", "--nchw")
     assert result["data"].startswith("synthetic")
+    assert result["variants"][0]["other_layout_images_per_s"] > 0 and result["variants"][0]["layout"] == "channels_last"
     assert set(result["variants"][0]["reference_images_per_s"]) == {"workers=0", "workers=1"}
 
 
