@@ -20,7 +20,7 @@ def test_bench_times_both_pipelines_on_the_real_files(capsys, fashion_dir):
     for row in result["variants"]:
         assert row["normlab_images_per_s"] > 0 and row["reference_images_per_s"]["workers=0"] > 0
         assert row["speedup_vs_best_reference"] == round(row["normlab_images_per_s"] / row["reference_images_per_s"]["workers=0"], 2)
-        assert row["normlab_epoch_seconds"] > 0 and row["params"] == 14_658
+        assert row["normlab_epoch_seconds"] > 0 and row["params"] == 19_378
     assert set(result["slowdown_vs_bn"]) == {"gn:2"}
 
 
