@@ -20,13 +20,14 @@ def test_bench_times_both_pipelines_on_the_real_files(capsys, fashion_dir):
     for row in result["variants"]:
         assert row["normlab_images_per_s"] > 0 and row["reference_images_per_s"]["workers=0"] > 0
         assert row["speedup_vs_best_reference"] == round(row["normlab_images_per_s"] / row["reference_images_per_s"]["workers=0"], 2)
-        assert row["normlab_epoch_seconds"] > 0 and row["params"] == 14_658
+        assert row["normlab_epoch_seconds"] > 0 and row["params"] == 19_378
     assert set(result["slowdown_vs_bn"]) == {"gn:2"}
 
 
 def test_bench_without_the_data_times_random_images_of_its_shape_and_says_so(capsys):
-    result = bench_json(capsys, "--dataset", "cifar10", "--variants", "ln", "--reference-workers", "0,1")
+    result = bench_json(capsys, "--dataset", "cifar10", "--variants", "ln", "--reference-workers", "0,1", "--nchw")
     assert result["data"].startswith("synthetic")
+    assert result["variants"][0]["other_layout_images_per_s"] > 0 and result["variants"][0]["layout"] == "channels_last"
     assert set(result["variants"][0]["reference_images_per_s"]) == {"workers=0", "workers=1"}
 
 

@@ -61,7 +61,7 @@ def test_compare_writes_every_figure_and_the_report(trained):
     for name in FIGURES:
         assert png(out / name).ndim == 3
     summary = (out / "summary.txt").read_text()
-    assert "BatchNorm2d" in summary and "GroupNorm" in summary and "14,658" in summary and "share" in summary
+    assert "BatchNorm2d" in summary and "GroupNorm" in summary and "19,378" in summary and "share" in summary
     md = (out / "report.md").read_text()
     for name in FIGURES:
         assert f"{name}" in md

@@ -44,6 +44,7 @@ class BenchConfig:
     reference_workers: tuple[int, ...] = (0, 2)
     full: bool = False                 # also time the whole job through train_run
     compile: bool = False              # also time normlab's path under torch.compile
+    nchw: bool = False                 # also time normlab's path with NCHW tensors
     epochs: int = 20                   # of the full job
     data_dir: str | None = None
 
@@ -89,13 +90,14 @@ def synchronize(device: torch.device) -> None:
 class NormlabPipeline:
     """normlab's path: uint8 data on the device, whole-batch crop/flip, Training.step."""
 
-    def __init__(self, variant: Variant, train: Dataset, cfg: BenchConfig, device: torch.device, compiled: bool = False):
+    def __init__(self, variant: Variant, train: Dataset, cfg: BenchConfig, device: torch.device, compiled: bool = False,
+                 channels_last: bool = CHANNELS_LAST):
         # A schedule long enough never to end while timing; the step costs the same at any lr.
         run_cfg = TrainConfig(dataset=train.info.name, batch_size=cfg.batch_size, epochs=10_000, device=str(device))
-        normalizer = Normalizer(train.info, device, CHANNELS_LAST)
+        normalizer = Normalizer(train.info, device, channels_last)
         self.batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer)
         torch.manual_seed(0)
-        self.training = Training(variant, run_cfg, device, len(self.batches))
+        self.training = Training(variant, run_cfg, device, len(self.batches), channels_last)
         if compiled:
             # Compiles on the first steps, which the warm-up window times.
             self.training.model = torch.compile(self.training.model)
@@ -176,6 +178,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         pipelines = {"normlab": NormlabPipeline(v, train, cfg, device)}
         if cfg.compile:
             pipelines["normlab compiled"] = NormlabPipeline(v, train, cfg, device, compiled=True)
+        if cfg.nchw:
+            pipelines["normlab other layout"] = NormlabPipeline(v, train, cfg, device, channels_last=not CHANNELS_LAST)
         for w in cfg.reference_workers:
             pipelines[f"reference workers={w}"] = ReferencePipeline(v, train, cfg, device, w)
         seconds, warmup = race(pipelines, cfg.steps, cfg.windows)
@@ -191,6 +195,9 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             row["compiled_images_per_s"] = round(speed["normlab compiled"], 1)
             row["compiled_warmup_seconds"] = round(warmup["normlab compiled"], 1)
             row["eager_warmup_seconds"] = round(warmup["normlab"], 1)
+        if cfg.nchw:
+            row["other_layout_images_per_s"] = round(speed["normlab other layout"], 1)
+            row["layout"] = "channels_last" if CHANNELS_LAST else "nchw"
         if best_reference:
             row["reference_epoch_seconds"] = round(train_size / speed[best_reference] + evals[best_reference], 2)
             row["speedup_vs_best_reference"] = round(speed["normlab"] / speed[best_reference], 2)
@@ -245,6 +252,9 @@ def format_table(result: dict) -> str:
         if "compiled_images_per_s" in r:
             lines.append(f"{r['variant']} under torch.compile: {r['compiled_images_per_s']:,.0f} img/s after a "
                          f"{r['compiled_warmup_seconds']:.1f} s warm-up (eager: {r['eager_warmup_seconds']:.1f} s)")
+        if "other_layout_images_per_s" in r:
+            lines.append(f"{r['variant']} with the other memory layout: {r['other_layout_images_per_s']:,.0f} img/s "
+                         f"(normlab uses {r['layout']})")
     if "full_job" in result:
         job = result["full_job"]
         lines.append(f"full job, {job['epochs']} epochs: {job['seconds']:.1f} s (" +

@@ -196,7 +196,7 @@ def cmd_bench(args) -> int:
     from .variants import parse_variants
     cfg = BenchConfig(dataset=args.dataset, variants=tuple(str(v) for v in parse_variants(args.variants)),
                       device=args.device, batch_size=args.batch_size, steps=args.steps, windows=args.windows,
-                      reference_workers=args.reference_workers, full=args.full, epochs=args.epochs, compile=args.compile,
+                      reference_workers=args.reference_workers, full=args.full, epochs=args.epochs, compile=args.compile, nchw=args.nchw,
                       data_dir=args.data_dir)
     result = run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result, indent=1) if args.json else format_table(result), end="\n" if args.json else "")
@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="also time the whole job (every variant, --epochs, with evaluation) through train_run; needs the real data")
     p.add_argument("--epochs", type=whole_number, default=20, help="epochs of the --full job (default 20)")
     p.add_argument("--compile", action="store_true", help="also time normlab's path under torch.compile, with its compile time")
+    p.add_argument("--nchw", action="store_true", help="also time normlab's path with NCHW instead of channels_last tensors")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)

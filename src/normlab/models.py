@@ -25,10 +25,12 @@ from .variants import Variant
 CIFAR_PLAN = [("C", 8), ("C", 16), ("t", 8), ("P",),
               ("C", 16), ("C", 24), ("C", 24), ("t", 16), ("P",),
               ("C", 32), ("C", 32), ("C", 48)]
-# MNIST / Fashion-MNIST, 1x28x28: 15k parameters with bn, 2.4M multiply-adds per image.
+# MNIST / Fashion-MNIST, 1x28x28: 19k parameters with bn, 2.8M multiply-adds per image. The
+# last two blocks are wider than the seed's (24, 32 instead of 16, 24): at 7x7 width is cheap,
+# and on Fashion-MNIST it took ln from 91.21% to 92.06% in 20 epochs (seed 1), under 20k.
 MNIST_PLAN = [("C", 8), ("C", 16), ("t", 8), ("P",),
               ("C", 16), ("C", 16), ("C", 16), ("t", 8), ("P",),
-              ("C", 16), ("C", 16), ("C", 24)]
+              ("C", 16), ("C", 24), ("C", 32)]
 PLANS = {(3, 32, 32): CIFAR_PLAN, (1, 28, 28): MNIST_PLAN}
 
 

@@ -203,10 +203,11 @@ class Training:
     code a run executes.
     """
 
-    def __init__(self, variant: Variant, cfg: TrainConfig, device: torch.device, steps_per_epoch: int):
+    def __init__(self, variant: Variant, cfg: TrainConfig, device: torch.device, steps_per_epoch: int,
+                 channels_last: bool = CHANNELS_LAST):
         self.variant, self.device = variant, device
         self.model = build_model(variant, cfg.dataset, cfg.dropout).to(device)
-        if CHANNELS_LAST:
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
         self.schedule = make_schedule(self.optimizer, cfg, steps_per_epoch)
