@@ -175,6 +175,12 @@ def most_confident_mistakes(predictions: torch.Tensor, confidences: torch.Tensor
             for i in wrong[:k]]
 
 
+def write_misclassified(out: Path, misclassified: dict, variants: list[Variant]) -> None:
+    """In the plan's variant order, whatever order the runs finished in (workers finish in any)."""
+    order = {str(v): i for i, v in enumerate(variants)}
+    write_json(out / MISCLASSIFIED, dict(sorted(misclassified.items(), key=lambda item: order.get(item[0], len(order)))))
+
+
 def run_plan(plan: Plan) -> dict:
     """Train every (variant, seed) of the plan; return the final results."""
     check_plan(plan)
@@ -225,7 +231,7 @@ def run_plan(plan: Plan) -> dict:
         results["runs"][index] = outcome.record
         if outcome.final is not None and seed == seeds[0]:
             misclassified[str(variant)] = most_confident_mistakes(outcome.final.predictions, outcome.final.confidences, test.labels)
-            write_json(out / MISCLASSIFIED, misclassified)
+            write_misclassified(out, misclassified, plan.variants)
         save_results(out, results)
 
     results["seconds"] = round(time.perf_counter() - started + (previous or {}).get("seconds", 0.0), 3)
@@ -261,7 +267,7 @@ def train_in_workers(plan: Plan, results: dict, misclassified: dict, train: Data
         if result.predictions is not None:
             misclassified[record["variant"]] = most_confident_mistakes(
                 torch.from_numpy(result.predictions), torch.from_numpy(result.confidences), test.labels)
-            write_json(out / MISCLASSIFIED, misclassified)
+            write_misclassified(out, misclassified, plan.variants)
         save_results(out, results)
 
     LocalExecutor(plan.workers, cfg.device).run_cells(cells, train, test, on_result)
