@@ -49,12 +49,16 @@ def both_paths(data, variant: Variant, cfg: TrainConfig, fast_input: str):
     return fast_losses, ref_losses, fast.model.state_dict(), model.state_dict()
 
 
+def run_both(request, dataset_fixture: str, dataset: str, norm: str, fast_input: str):
+    train, _ = load_splits(dataset, str(request.getfixturevalue(dataset_fixture)))
+    cfg = TrainConfig(dataset=dataset, batch_size=32, lr=0.01, schedule="constant", seed=5)
+    return both_paths(train, Variant.parse(norm), cfg, fast_input)
+
+
 @pytest.mark.parametrize("dataset_fixture,dataset", DATASETS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_fast_path_follows_the_reference_loss_trajectory(request, dataset_fixture, dataset, norm):
-    train, _ = load_splits(dataset, str(request.getfixturevalue(dataset_fixture)))
-    cfg = TrainConfig(dataset=dataset, batch_size=32, lr=0.01, schedule="constant", seed=5)
-    fast, ref, _, _ = both_paths(train, Variant.parse(norm), cfg, fast_input="own")
+    fast, ref, _, _ = run_both(request, dataset_fixture, dataset, norm, fast_input="own")
     assert len(fast) == len(ref) == STEPS
     # 1e-6, not 1e-12: the two pipelines normalize the uint8 pixels by different float32
     # formulas, and inputs that differ in the last bit can pick another maximum in a 2x2 pool
@@ -66,9 +70,7 @@ def test_fast_path_follows_the_reference_loss_trajectory(request, dataset_fixtur
 @pytest.mark.parametrize("dataset_fixture,dataset", DATASETS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_fast_step_on_the_reference_batches_gives_the_same_weights(request, dataset_fixture, dataset, norm):
-    train, _ = load_splits(dataset, str(request.getfixturevalue(dataset_fixture)))
-    cfg = TrainConfig(dataset=dataset, batch_size=32, lr=0.01, schedule="constant", seed=5)
-    _, _, fast_weights, ref_weights = both_paths(train, Variant.parse(norm), cfg, fast_input="reference")
+    _, _, fast_weights, ref_weights = run_both(request, dataset_fixture, dataset, norm, fast_input="reference")
     for (name, a), b in zip(fast_weights.items(), ref_weights.values()):
         assert torch.allclose(a, b, atol=1e-12, rtol=0), f"{norm}: {name} differs by {(a - b).abs().max():.2e}"
 

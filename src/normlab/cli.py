@@ -57,37 +57,43 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
-def config_from(args):
+def config_from(args, batch_size: int | None = None):
+    """The TrainConfig of compare, train and sweep (whose cells override the batch size)."""
     from .train import TrainConfig
     cfg = TrainConfig(dataset=args.dataset, epochs=args.epochs if args.epochs is not None else (2 if args.quick else 20),
-                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, dropout=args.dropout,
-                      seed=args.seed, seeds=args.seeds, device=args.device)
+                      batch_size=batch_size or args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                      dropout=args.dropout, seed=args.seed, seeds=args.seeds, device=args.device,
+                      train_limit=getattr(args, "train_limit", None), test_limit=getattr(args, "test_limit", None))
     if args.quick:
-        cfg.train_limit, cfg.test_limit = 10_000, 2_000
+        cfg.train_limit, cfg.test_limit = cfg.train_limit or 10_000, cfg.test_limit or 2_000
     return cfg
+
+
+def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
+    """Run ``job()``, which writes ``out`` as it goes; on Ctrl-C or a failed write, print the
+    command that continues from what is saved (``saved`` says what that is)."""
+    try:
+        job()
+    except KeyboardInterrupt:
+        again, anything = continue_command(args, out)
+        print(f"\ninterrupted; {saved} is saved in {out}. Continue with:\n  {again}" if anything else
+              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except WriteError as exc:
+        # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
+        again, anything = continue_command(args, out)
+        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
+                                  f"{'continue' if anything else 'start again'} with: {again}") from None
+    return 0
 
 
 def run_training(args, variants) -> int:
     from .experiment import Plan, default_out, run_plan
     cfg = config_from(args)
     out = Path(args.out) if args.out else default_out(cfg.dataset)
-    plan = Plan(variants, cfg, out, args.data_dir, args.resume, args.overwrite)
-    plan.workers = args.workers
-    try:
-        results = run_plan(plan)
-    except KeyboardInterrupt:
-        again, saved = continue_command(args, out)
-        print(f"\ninterrupted; every finished epoch is saved in {out}. Continue with:\n  {again}" if saved else
-              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except WriteError as exc:
-        # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
-        again, saved = continue_command(args, out)
-        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
-                                  f"{'continue' if saved else 'start again'} with: {again}") from None
-    print_outcome(results, out)
-    return 0
+    plan = Plan(variants, cfg, out, args.data_dir, args.resume, args.overwrite, workers=args.workers)
+    return run_saving_as_it_goes(args, out, lambda: print_outcome(run_plan(plan), out), "every finished epoch")
 
 
 def continue_command(args, out: Path) -> tuple[str, bool]:
@@ -208,17 +214,10 @@ def cmd_sweep(args) -> int:
     from .data import dataset_info
     from .executors import make_executor
     from .sweep import REFERENCE_BATCH, SweepPlan, parse_batch_sizes, run_sweep
-    from .train import TrainConfig
     from .variants import parse_variants
     sizes = parse_batch_sizes(args.batch_sizes)
     variants = parse_variants(args.norms)
-    cfg = TrainConfig(dataset=args.dataset, epochs=args.epochs if args.epochs is not None else (2 if args.quick else 20),
-                      batch_size=REFERENCE_BATCH, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, dropout=args.dropout,
-                      seed=args.seed, seeds=args.seeds, device=args.device,
-                      train_limit=args.train_limit, test_limit=args.test_limit)
-    if args.quick:
-        cfg.train_limit, cfg.test_limit = cfg.train_limit or 10_000, cfg.test_limit or 2_000
+    cfg = config_from(args, batch_size=REFERENCE_BATCH)
     for name in ("train_limit", "test_limit"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1", f"pass e.g. --{name.replace('_', '-')} 10000")
@@ -226,19 +225,10 @@ def cmd_sweep(args) -> int:
                              args.gpus_per_cell, args.max_retries, args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{dataset_info(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = SweepPlan(sizes, variants, cfg, out, args.data_dir, args.resume, args.overwrite, args.lr_scaling, executor)
-    try:
+    def job():
         run_sweep(plan)
-    except KeyboardInterrupt:
-        again, saved = continue_command(args, out)
-        print(f"\ninterrupted; every finished cell (and epoch) is saved in {out}. Continue with:\n  {again}" if saved else
-              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except WriteError as exc:
-        again, saved = continue_command(args, out)
-        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
-                                  f"{'continue' if saved else 'start again'} with: {again}") from None
-    print(f"\nsweep folder: {out}\nfigure:       {out / 'sweep.png'}\ntable:        {out / 'sweep.md'}, {out / 'sweep.csv'}")
-    return 0
+        print(f"\nsweep folder: {out}\nfigure:       {out / 'sweep.png'}\ntable:        {out / 'sweep.md'}, {out / 'sweep.csv'}")
+    return run_saving_as_it_goes(args, out, job, "every finished cell (and epoch)")
 
 
 def add_sweep_parser(sub) -> None:
