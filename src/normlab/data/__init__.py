@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,7 @@ from .catalog import DATASETS, DatasetInfo, dataset_info
 from .formats import read_cifar_batch, read_idx_pair
 from .sources import Location, locate, missing_error
 
-__all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "load_dataset", "load_splits", "locate"]
+__all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "fingerprint", "load_dataset", "load_splits", "locate"]
 
 
 @dataclass
@@ -65,6 +66,18 @@ def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tupl
     import torch  # here, not at the top: `normlab --help` and input errors should not wait for PyTorch
     # np.array copies: the IDX reader's arrays are read-only views of the file's bytes.
     return torch.from_numpy(np.array(images, order="C")), torch.from_numpy(np.array(labels))
+
+
+def fingerprint(*datasets: Dataset) -> str:
+    """A hash of the images and labels actually used, in order: a resumed run must see the same
+    data, not only data of the same size. One pass over the bytes (~50 ms for Fashion-MNIST)."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        for tensor in (dataset.images, dataset.labels):
+            array = tensor.contiguous().numpy()
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+    return f"sha256:{digest.hexdigest()}"
 
 
 def describe(name: str, data_dir=None) -> dict:
