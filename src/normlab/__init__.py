@@ -2,7 +2,8 @@
 
     from normlab import Variant, build_model, load_dataset, load_run
     from normlab import plot_curves, plot_misclassified, write_report
-    from normlab import compare_pairs, load_sweep, plot_sweep
+    from normlab import compare_pairs, plot_sweep
+    run = normlab.compare(dataset="fashion-mnist", norms="bn,gn:4", epochs=3, out="runs/x")   # also train, sweep
 """
 
 from importlib import import_module
@@ -11,9 +12,9 @@ __version__ = "0.1.0"
 
 # Imported on first use, so `normlab --help` and input errors answer without loading PyTorch.
 _EXPORTS = {"Variant": ".variants", "build_model": ".models", "load_dataset": ".data", "load_run": ".runs",
-            "TrainConfig": ".train", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
+            "TrainConfig": ".config", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
             "write_report": ".report.build", "compare_pairs": ".stats", "plot_sweep": ".report.sweep",
-            "load_sweep": ".report.sweep"}
+            "compare": ".api", "train": ".api", "sweep": ".api"}
 __all__ = [*_EXPORTS, "__version__"]
 
 

@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -14,6 +16,15 @@ from .errors import UserError, WriteError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143                 # 128 + SIGTERM, as a shell reports a process it ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop), handled like Ctrl-C: save, say how to continue."""
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,43 +42,64 @@ def whole_number(text: str) -> int:
     return value
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    from .data.catalog import DATASETS
-    g = p.add_argument_group("data and training")
-    g.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
-    g.add_argument("--epochs", type=whole_number, default=None, help="epochs per run (default 20; 2 with --quick)")
-    g.add_argument("--batch-size", type=whole_number, default=128, help="training batch size (default 128)")
-    g.add_argument("--seeds", type=whole_number, default=1, help="train each variant this many times, seeds --seed, --seed+1, ... (default 1)")
-    g.add_argument("--seed", type=whole_number, default=1, help="first seed (default 1)")
-    g.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu or cuda")
+def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defaults) -> None:
+    """Every TrainConfig field as --its-name, then the options of every command that trains."""
+    from .config import config_fields
+    g = p.add_argument_group("data and training" + (" (per run)" if sweep else ""))
+    for name, kind, default, text in config_fields():
+        default = defaults.get(name, default)
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            g.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            shown = "" if default is None or "default" in text else f" (default {default})"
+            g.add_argument(flag, type=whole_number if kind is int else kind, default=None, help=text + shown)
+    p.set_defaults(config_defaults=defaults)
     g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
-    g.add_argument("--optimizer", default="sgd", help="sgd (Nesterov momentum) or adamw (default sgd)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 0.004 for adamw)")
-    g.add_argument("--schedule", default="onecycle", help="onecycle, cosine or constant (default onecycle)")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="on conv kernels only (default 5e-4)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    g.add_argument("--dropout", type=float, default=0.0, help="channel dropout after each conv block (default 0)")
     g.add_argument("--quick", action="store_true", help="a first look: 2 epochs on 10,000 training and 2,000 test images")
-    g.add_argument("--workers", type=whole_number, default=1,
-                   help="train this many (variant, seed) runs at once in local processes, each with cores/N threads; "
+    e = p.add_argument_group("where runs train")
+    e.add_argument("--workers", type=whole_number, default=1,
+                   help="train this many runs at once in local processes, each with cores/N threads; "
                         "with several GPUs, worker i uses GPU i mod count (default 1: one after another)")
+    e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
+    e.add_argument("--threads", type=whole_number, default=None, help="local: torch threads per run (default: every core with 1 worker, cores/N with N)")
+    e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
+    e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each run asks for (default 1)")
+    e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each run asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")
+    e.add_argument("--max-retries", type=whole_number, default=2, help="ray: times a run whose worker died is started again (default 2)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
-    o.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
-    o.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out: finished runs are skipped, unfinished ones go on from their last epoch")
+    o.add_argument("--overwrite", action="store_true", help="replace a run already in --out (removes only files normlab wrote there)")
 
 
-def config_from(args, batch_size: int | None = None):
-    """The TrainConfig of compare, train and sweep (whose cells override the batch size)."""
-    from .train import TrainConfig
-    cfg = TrainConfig(dataset=args.dataset, epochs=args.epochs if args.epochs is not None else (2 if args.quick else 20),
-                      batch_size=batch_size or args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-                      dropout=args.dropout, seed=args.seed, seeds=args.seeds, device=args.device,
-                      train_limit=getattr(args, "train_limit", None), test_limit=getattr(args, "test_limit", None))
+def config_options(args) -> dict:
+    """The TrainConfig fields given on the command line, the command's defaults, and --quick."""
+    from .config import config_fields
+    options = {**args.config_defaults, **{name: getattr(args, name) for name, *_ in config_fields() if getattr(args, name) is not None}}
     if args.quick:
-        cfg.train_limit, cfg.test_limit = cfg.train_limit or 10_000, cfg.test_limit or 2_000
-    return cfg
+        options.setdefault("epochs", 2)
+        options.setdefault("train_limit", 10_000)
+        options.setdefault("test_limit", 2_000)
+    return options
+
+
+def parse_over(texts: list[str], batch_sizes: str | None) -> dict[str, list]:
+    """--over lr=0.01,0.1 (any number of them) and --batch-sizes 2,8 -> {"lr": [...], "batch_size": [...]}."""
+    from .config import parse_value
+    axes = {}
+    for text in texts + ([f"batch_size={batch_sizes}"] if batch_sizes is not None else []):
+        name, _, values = text.partition("=")
+        name = name.strip().replace("-", "_")
+        words = [w.strip() for w in values.split(",")]
+        if not _ or not all(words):
+            raise UserError(f"--over {text!r} is not NAME=V1,V2,...", "pass e.g. --over batch_size=2,8,32,128")
+        if name in axes:
+            raise UserError(f"{name} is swept twice", "give each option one --over (or --batch-sizes)")
+        axes[name] = [parse_value(name, w) for w in words]
+        if len(set(axes[name])) != len(words):
+            raise UserError(f"--over {name} lists a value twice", "list each value once")
+    return {k: sorted(v) if k == "batch_size" else v for k, v in axes.items()}
 
 
 def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
@@ -75,11 +107,12 @@ def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
     command that continues from what is saved (``saved`` says what that is)."""
     try:
         job()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         again, anything = continue_command(args, out)
-        print(f"\ninterrupted; {saved} is saved in {out}. Continue with:\n  {again}" if anything else
-              f"\ninterrupted before anything was saved. Start again with:\n  {again}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{what}; {saved} is saved in {out}. Continue with:\n  {again}" if anything else
+              f"\n{what} before anything was saved. Start again with:\n  {again}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except WriteError as exc:
         # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
         again, anything = continue_command(args, out)
@@ -88,12 +121,20 @@ def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
     return 0
 
 
-def run_training(args, variants) -> int:
-    from .experiment import Plan, default_out, run_plan
-    cfg = config_from(args)
-    out = Path(args.out) if args.out else default_out(cfg.dataset)
-    plan = Plan(variants, cfg, out, args.data_dir, args.resume, args.overwrite, workers=args.workers)
-    return run_saving_as_it_goes(args, out, lambda: print_outcome(run_plan(plan), out), "every finished epoch")
+def run_training(args, norms, over: dict | None = None, lr_scaling: str = "none") -> int:
+    from .api import experiment
+    from .config import TrainConfig
+    options = config_options(args)
+    TrainConfig(**options).validate()          # before PyTorch is imported: input errors answer at once
+    from .executors import make_executor
+    executor = make_executor(args.executor, args.workers, options.get("device", "auto"), args.ray_address,
+                             args.cpus_per_cell, args.gpus_per_cell, args.max_retries, args.threads)
+    exp = experiment(norms, args.out, over, lr_scaling, args.data_dir, args.resume, args.overwrite, executor, **options)
+
+    def job():
+        from .api import run
+        print_outcome(run(exp).results, exp.out)
+    return run_saving_as_it_goes(args, exp.out, job, "every finished epoch")
 
 
 def continue_command(args, out: Path) -> tuple[str, bool]:
@@ -108,26 +149,28 @@ def continue_command(args, out: Path) -> tuple[str, bool]:
 
 
 def print_outcome(results: dict, out: Path) -> None:
-    print(f"\n{'variant':<14} {'seed':>4} {'params':>7} {'test acc':>9} {'best':>7} {'test loss':>9} {'seconds':>8}  status")
+    axes = list(results["config"]["axes"])
+    print(f"\n{'variant':<14} {'seed':>4} " + "".join(f"{a:>12} " for a in axes)
+          + f"{'params':>7} {'test acc':>9} {'test loss':>9} {'seconds':>8}  status")
     for run in results["runs"]:
         final = run.get("final", {})
         acc = f"{final['test_acc']:8.2f}%" if final else f"{'-':>9}"
-        best = f"{final['best_test_acc']:6.2f}%" if final else f"{'-':>7}"
         loss = f"{final['test_loss']:9.4f}" if final else f"{'-':>9}"
-        print(f"{run['variant']:<14} {run['seed']:>4} {run.get('params', 0):>7,} {acc} {best} {loss} {run.get('seconds', 0):8.1f}  {run['status']}")
+        print(f"{run['variant']:<14} {run['seed']:>4} " + "".join(f"{run['axes'][a]!s:>12} " for a in axes)
+              + f"{run.get('params', 0):>7,} {acc} {loss} {run.get('seconds', 0):8.1f}  {run['status']}")
     print(f"\nrun folder: {out}")
     if (out / "report.html").exists():
         print(f"report:     {out / 'report.html'}")
+    elif (out / "sweep.png").exists():
+        print(f"figure:     {out / 'sweep.png'}\ntable:      {out / 'sweep.md'}, {out / 'sweep.csv'}")
 
 
 def cmd_compare(args) -> int:
-    from .variants import parse_variants
-    return run_training(args, parse_variants(args.norms))
+    return run_training(args, args.norms)
 
 
 def cmd_train(args) -> int:
-    from .variants import Variant
-    return run_training(args, [Variant.parse(args.norm)])
+    return run_training(args, [args.norm])
 
 
 def cmd_summary(args) -> int:
@@ -138,13 +181,8 @@ def cmd_summary(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.build import write_report
-    from .report.sweep import is_sweep, write_sweep_report
-    if is_sweep(args.run_dir):
-        for path in write_sweep_report(args.run_dir):
-            print(path)
-        return 0
-    for path in write_report(Path(args.run_dir), args.data_dir):
+    from .api import write_any_report
+    for path in write_any_report(Path(args.run_dir), data_dir=args.data_dir):
         print(path)
     return 0
 
@@ -210,67 +248,24 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import time
-    from .data import dataset_info
-    from .executors import make_executor
-    from .sweep import REFERENCE_BATCH, SweepPlan, parse_batch_sizes, run_sweep
-    from .variants import parse_variants
-    sizes = parse_batch_sizes(args.batch_sizes)
-    variants = parse_variants(args.norms)
-    cfg = config_from(args, batch_size=REFERENCE_BATCH)
-    for name in ("train_limit", "test_limit"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} must be at least 1", f"pass e.g. --{name.replace('_', '-')} 10000")
-    executor = make_executor(args.executor, args.workers, args.device, args.ray_address, args.cpus_per_cell,
-                             args.gpus_per_cell, args.max_retries, args.threads)
-    out = Path(args.out) if args.out else Path("runs") / f"sweep-{dataset_info(cfg.dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    plan = SweepPlan(sizes, variants, cfg, out, args.data_dir, args.resume, args.overwrite, args.lr_scaling, executor)
-    def job():
-        run_sweep(plan)
-        print(f"\nsweep folder: {out}\nfigure:       {out / 'sweep.png'}\ntable:        {out / 'sweep.md'}, {out / 'sweep.csv'}")
-    return run_saving_as_it_goes(args, out, job, "every finished cell (and epoch)")
+    batch_sizes = "2,8,32,128" if args.batch_sizes is None and not args.over else args.batch_sizes
+    return run_training(args, args.norms, parse_over(args.over, batch_sizes), args.lr_scaling)
 
 
 def add_sweep_parser(sub) -> None:
-    from .data.catalog import DATASETS
-    p = sub.add_parser("sweep", help="every batch size x variant x seed: test error against batch size, with error bars",
-                       description="Train every (batch size, variant, seed) cell and draw test error against batch "
-                                   "size per variant with error bars (the Group Normalization paper's figure 1 on "
-                                   "your data), with the table behind it and significance tests. The peak learning "
-                                   "rate is scaled linearly with the batch size: lr = LR x B / 128, LR being --lr "
-                                   "(default 0.1 for sgd). Cells run one after another, in --workers local "
-                                   "processes, or as Ray tasks on a cluster (--executor ray).")
-    p.add_argument("--batch-sizes", default="2,8,32,128", help="comma-separated batch sizes (default 2,8,32,128)")
+    p = sub.add_parser("sweep", help="a grid: every value of the swept options x variant x seed, with error bars",
+                       description="Train every point of a grid (--over NAME=V1,V2,... for any training option; "
+                                   "several --over sweep them together) x variant x seed, and draw test error against "
+                                   "the swept option per variant with error bars, with the table behind it and "
+                                   "significance tests. When batch_size is swept and lr is not, the peak learning "
+                                   "rate is scaled linearly: lr = LR x B / 128 (--lr-scaling none: LR everywhere). "
+                                   "Runs train one after another, in --workers local processes, or as Ray tasks.")
+    p.add_argument("--over", action="append", default=[], metavar="NAME=V1,V2",
+                   help="sweep this training option over these values, e.g. batch_size=2,8,32,128 or lr=0.01,0.1")
+    p.add_argument("--batch-sizes", default=None, help="shorthand for --over batch_size=... (default 2,8,32,128 when nothing is swept)")
     p.add_argument("--norms", default="bn,gn,ln", help="comma-separated variants (default bn,gn,ln)")
-    g = p.add_argument_group("data and training (per cell)")
-    g.add_argument("--dataset", default="fashion-mnist", help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
-    g.add_argument("--epochs", type=whole_number, default=None, help="epochs per cell (default 20; 2 with --quick)")
-    g.add_argument("--seeds", type=whole_number, default=3, help="cells per (batch size, variant), seeds --seed, --seed+1, ... (default 3)")
-    g.add_argument("--seed", type=whole_number, default=1, help="first seed (default 1)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate at batch 128, scaled for the others (default 0.1 for sgd, 0.004 for adamw)")
-    g.add_argument("--lr-scaling", default="linear", help="linear (lr x B / 128; default) or none (--lr at every batch size)")
-    g.add_argument("--train-limit", type=whole_number, default=None, help="use only the first N training images")
-    g.add_argument("--test-limit", type=whole_number, default=None, help="use only the first N test images")
-    g.add_argument("--quick", action="store_true", help="2 epochs on 10,000 training and 2,000 test images")
-    g.add_argument("--device", default="auto", help="auto (CUDA when there is one; several GPUs are shared out to the workers), cpu or cuda")
-    g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
-    g.add_argument("--optimizer", default="sgd", help="sgd (Nesterov momentum) or adamw (default sgd)")
-    g.add_argument("--schedule", default="onecycle", help="onecycle, cosine or constant (default onecycle)")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="on conv kernels only (default 5e-4)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    g.add_argument("--dropout", type=float, default=0.0, help="channel dropout after each conv block (default 0)")
-    e = p.add_argument_group("where cells run")
-    e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
-    e.add_argument("--workers", type=whole_number, default=1, help="local: cells trained at once in worker processes, each with cores/N threads (default 1: one after another here)")
-    e.add_argument("--threads", type=whole_number, default=None, help="local: torch threads per cell (default: every core with 1 worker, cores/N with N)")
-    e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
-    e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each cell asks for (default 1)")
-    e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each cell asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two cells on a GPU)")
-    e.add_argument("--max-retries", type=whole_number, default=2, help="ray: times a cell whose worker died is started again (default 2)")
-    o = p.add_argument_group("output")
-    o.add_argument("--out", default=None, help="sweep folder (default runs/sweep-<dataset>-<time>)")
-    o.add_argument("--resume", action="store_true", help="continue the sweep in --out: finished cells are skipped")
-    o.add_argument("--overwrite", action="store_true", help="replace a sweep already in --out")
+    p.add_argument("--lr-scaling", default="linear", help="linear (lr x B / 128 when batch_size is swept; default) or none")
+    add_training_options(p, sweep=True, seeds=3)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -356,14 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv                  # to print the command that continues an interrupted run
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return args.func(args)
     except UserError as exc:
         print(f"normlab {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("\nterminated (SIGTERM)" if terminated else "\ninterrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:
         # `normlab explain | head`: the reader left; say nothing more (Python's documented recipe).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

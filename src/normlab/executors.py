@@ -1,9 +1,9 @@
-"""Where a sweep's cells are trained: here, in local worker processes, or as Ray tasks.
+"""Where an experiment's runs are trained: here, in local worker processes, or as Ray tasks.
 
-A cell is one training (a variant, a seed, a batch size) described by plain values, so it can
-travel to another process or machine. Every executor hands each finished cell back to the
-driver through ``on_result``, in the driver's process, and only the driver writes the sweep's
-results.json. Checkpoints: local workers share the driver's disk and write their own cell's
+A cell is one training (a variant, a seed, a point of the grid) described by plain values, so it
+can travel to another process or machine. Every executor hands each finished cell back to the
+driver through ``on_result``, in the driver's process, and only the driver writes the folder's
+results.json. Local workers die with the driver and hold the folder's lock while they live. Checkpoints: local workers share the driver's disk and write their own cell's
 checkpoint after every epoch (so a killed sweep resumes mid-cell); a Ray task may run on
 another machine, so it trains into a scratch file and returns the checkpoint's bytes for the
 driver to write.
@@ -34,21 +34,15 @@ EXECUTORS = ("local", "ray")
 
 @dataclass(frozen=True)
 class Cell:
-    """One training of a sweep, in plain values."""
-    key: str                           # unique within the sweep, e.g. "b32-gn4-seed2"
+    """One training of an experiment, in plain values."""
+    key: str                           # unique within the experiment, e.g. "b32-gn4-seed2"
     variant: str
     seed: int
-    batch_size: int
-    lr: float
-    cfg: dict                          # TrainConfig fields, batch_size and lr already set for this cell
+    cfg: dict                          # TrainConfig fields, this cell's axis values and lr already set
+    label: str                         # in progress lines, e.g. "gn:4 seed 2 b32"
     checkpoint: str | None = None      # path on a shared disk; None: train into a scratch file
     resume_from: bytes | None = None   # a partial checkpoint to continue from (scratch-file cells)
-    name: str | None = None            # in progress lines; default "b<B> <variant> seed <k>"
     keep_predictions: bool = False     # return the finished model's test-set predictions
-
-    @property
-    def label(self) -> str:
-        return self.name or f"b{self.batch_size} {self.variant} seed {self.seed}"
 
 
 @dataclass
@@ -103,10 +97,11 @@ def worker_device(index: int, requested: str, gpu_count: int) -> str:
     return f"cuda:{index % gpu_count}"
 
 
-def train_cell(cell: Cell, train, test, device: str) -> CellResult:
+def train_cell(cell: Cell, train, test, device: str, on_epoch=None) -> CellResult:
     """Train one cell with normlab's training loop; the record says where it ran and how long."""
     import torch
-    from .train import TrainConfig, resolve_device, train_run
+    from .config import TrainConfig
+    from .train import resolve_device, train_run
     from .variants import Variant
 
     cfg = TrainConfig(**cell.cfg)
@@ -115,7 +110,7 @@ def train_cell(cell: Cell, train, test, device: str) -> CellResult:
     started = time.perf_counter()
     if cell.checkpoint is not None:
         outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
-                            checkpoint=Path(cell.checkpoint), label=cell.label)
+                            checkpoint=Path(cell.checkpoint), label=cell.label, on_epoch=on_epoch)
         saved = None
     else:
         with tempfile.TemporaryDirectory(prefix="normlab-cell-") as scratch:
@@ -125,7 +120,7 @@ def train_cell(cell: Cell, train, test, device: str) -> CellResult:
             outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
                                 checkpoint=path, label=cell.label)
             saved = path.read_bytes() if path.exists() else None
-    record = {"key": cell.key, "batch_size": cell.batch_size, "lr": cell.lr, **outcome.record, **where,
+    record = {**outcome.record, **where,
               "cell_seconds": round(time.perf_counter() - started, 3)}
     result = CellResult(cell.key, record, saved)
     if cell.keep_predictions and outcome.final is not None:
@@ -154,8 +149,31 @@ def quiet_worker(threads: int) -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this worker when the driver ends, even by kill -9: Linux signals it at once
+    (PR_SET_PDEATHSIG); elsewhere a thread sees the parent change within a second."""
+    import ctypes
+    import signal
+    import threading
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
+
+
+def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int,
+                  parent: int, folder: str | None) -> None:
     import torch
+    from .storage import hold_folder
+    die_with_parent(parent)
+    if folder is not None:
+        hold_folder(folder)
     index = indices.get()
     quiet_worker(threads)
     gpus = torch.cuda.device_count() if requested_device != "cpu" else 0
@@ -183,7 +201,8 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"executor": "local", "workers": self.workers, "threads_per_worker": self.threads_per_cell()}
 
-    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None]) -> None:
+    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None],
+                  folder: Path | None = None, on_epoch: Callable[[str, dict], None] | None = None) -> None:
         if self.workers == 1 or len(cells) <= 1:
             import torch
             from .train import resolve_device
@@ -193,7 +212,8 @@ class LocalExecutor:
                 torch.set_num_threads(self.threads)
             try:
                 for cell in cells:
-                    result = train_cell(cell, train, test, device)
+                    report = (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
+                    result = train_cell(cell, train, test, device, report)
                     result.record.update(worker=0)
                     on_result(result)
             finally:
@@ -208,7 +228,8 @@ class LocalExecutor:
             indices.put(i)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                    initargs=(indices, PortableDataset.of(train), PortableDataset.of(test),
-                                             self.device, self.threads or threads_per_worker(workers)))
+                                             self.device, self.threads or threads_per_worker(workers),
+                                             os.getpid(), None if folder is None else str(folder)))
         try:
             pending = {pool.submit(_worker_cell, cell) for cell in cells}
             while pending:
@@ -274,7 +295,8 @@ class RayExecutor:
         return {"executor": "ray", "address": self.address, "cpus_per_cell": self.cpus_per_cell,
                 "gpus_per_cell": self.gpus_per_cell, "max_retries": self.max_retries, **self._resources}
 
-    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None]) -> None:
+    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None],
+                  folder: Path | None = None, on_epoch=None) -> None:
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:

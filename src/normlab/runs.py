@@ -1,12 +1,18 @@
-"""A run folder: its layout, and reading one back (``load_run``) for reports and notebooks.
+"""A run folder: its file names, status words and schema, checked at the door, and ``load_run``.
 
-    results.json  metrics.csv  misclassified.json  checkpoints/<variant>[-seed<k>].pt  figures...
+    results.json  metrics.csv  misclassified.json  checkpoints/<key>.pt  figures...  report.*
+
+One schema for a comparison and a sweep alike (docs/results-schema.md): a list of runs, each a
+(variant, seed, axis values) with its key. Every reader (``load_run``, ``--resume``, ``report``)
+goes through ``read_results``/``read_misclassified``, which refuse a file of the wrong kind,
+size or shape with one line before anything else looks at it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -18,24 +24,59 @@ from .models import build_model
 from .storage import load_checkpoint, read_json, write_json, write_text
 from .variants import Variant
 
+SCHEMA = 2
 RESULTS = "results.json"
 METRICS = "metrics.csv"
 MISCLASSIFIED = "misclassified.json"
 CHECKPOINTS = "checkpoints"
+# A run's status: pending (not started), running (some epochs), done, or "diverged at epoch N".
+PENDING, RUNNING, DONE, DIVERGED = "pending", "running", "done", "diverged"
+MISCLASSIFIED_PER_VARIANT = 10
+SAFE_KEY = re.compile(r"[A-Za-z0-9_.+=-]+")
+EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+RERUN = "it was written by an older normlab; run the command again with --overwrite (or another --out) to redo it"
 
 
-def checkpoint_name(variant: Variant, seed: int, multi_seed: bool) -> str:
-    return f"{variant.slug}-seed{seed}.pt" if multi_seed else f"{variant.slug}.pt"
+def is_finished(status) -> bool:
+    return status == DONE or str(status).startswith(DIVERGED)
+
+
+def checkpoint_path(folder: Path, key: str) -> Path:
+    return Path(folder) / CHECKPOINTS / f"{key}.pt"
+
+
+def misclassified_key(variant: str, axes: dict) -> str:
+    """misclassified.json's key of a run's first seed: its variant, and axis values in a grid."""
+    return variant + "".join(f" {name}={value}" for name, value in axes.items())
+
+
+def limit(dataset: Dataset, n: int | None) -> Dataset:
+    # The first n images, so test-set indices in misclassified.json stay indices of the file.
+    if n is None or n >= len(dataset):
+        return dataset
+    return Dataset(dataset.info, dataset.split, dataset.images[:n], dataset.labels[:n], dataset.source)
+
+
+def most_confident_mistakes(predictions: torch.Tensor, confidences: torch.Tensor, labels: torch.Tensor,
+                            k: int = MISCLASSIFIED_PER_VARIANT) -> list[dict]:
+    wrong = (predictions != labels).nonzero().flatten().tolist()
+    # Most confident first; ties broken by index, so the choice is deterministic.
+    wrong.sort(key=lambda i: (-float(confidences[i]), i))
+    return [{"index": i, "true": int(labels[i]), "pred": int(predictions[i]), "confidence": round(float(confidences[i]), 4)}
+            for i in wrong[:k]]
 
 
 def metrics_csv(results: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["variant", "seed", "epoch", "split", "loss", "accuracy"])
+    axes = list(results["config"].get("axes", {}))
+    writer.writerow(["variant", "seed", *axes, "epoch", "split", "loss", "accuracy"])
     for run in results["runs"]:
+        where = [run["variant"], run["seed"], *(run["axes"][a] for a in axes)]
         for e in run["epochs"]:
-            writer.writerow([run["variant"], run["seed"], e["epoch"], "train", e["train_loss"], e["train_acc"]])
-            writer.writerow([run["variant"], run["seed"], e["epoch"], "test", e["test_loss"], e["test_acc"]])
+            for split in ("train", "val", "test"):
+                if f"{split}_loss" in e:
+                    writer.writerow([*where, e["epoch"], split, e[f"{split}_loss"], e[f"{split}_acc"]])
     return out.getvalue()
 
 
@@ -44,8 +85,85 @@ def save_results(folder: Path, results: dict) -> None:
     write_text(folder / METRICS, metrics_csv(results))
 
 
+# ---- the schema, checked once at the door ----------------------------------------------------
+
+def number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def results_problem(results) -> str | None:
+    """What makes ``results`` unreadable as a normlab results.json (schema 2), or None."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    if "cells" in results or results.get("schema") != SCHEMA:
+        return f"schema {results.get('schema', 1)!r}, not {SCHEMA}: {RERUN}"
+    config = results.get("config")
+    if not isinstance(results.get("dataset"), str) or not isinstance(config, dict):
+        return "no 'dataset' or 'config'"
+    axes = config.get("axes")
+    if not (isinstance(axes, dict) and all(isinstance(v, list) for v in axes.values())):
+        return "config.axes is not an object of lists"
+    if not (isinstance(config.get("variants"), list) and all(isinstance(v, str) for v in config["variants"])):
+        return "config.variants is not a list of names"
+    if not isinstance(results.get("runs"), list):
+        return "no 'runs' list"
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict):
+            return f"runs[{i}] is not an object"
+        bad = [k for k, ok in (("key", isinstance(run.get("key"), str) and SAFE_KEY.fullmatch(run["key"])),
+                               ("variant", isinstance(run.get("variant"), str)), ("seed", whole(run.get("seed"))),
+                               ("status", isinstance(run.get("status"), str)), ("epochs", isinstance(run.get("epochs"), list)),
+                               ("axes", isinstance(run.get("axes"), dict) and run["axes"].keys() == axes.keys()),
+                               ("final", isinstance(run.get("final", {}), dict)), ("seconds", number(run.get("seconds", 0))),
+                               ("params", whole(run.get("params", 0))), ("lr", number(run.get("lr", 0)))) if not ok]
+        if bad:
+            return f"runs[{i}] has no valid {bad[0]!r}"
+        for e in run["epochs"]:
+            if not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS):
+                return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
+        if not all(number(v) for v in run.get("final", {}).values()):
+            return f"runs[{i}] ({run['variant']}) has a 'final' entry that is not a number"
+    return None
+
+
+def misclassified_problem(value) -> str | None:
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    for name, items in value.items():
+        if not isinstance(items, list) or not all(
+                isinstance(m, dict) and all(whole(m.get(k)) and m[k] >= 0 for k in ("index", "true", "pred"))
+                and number(m.get("confidence", 0)) for m in items):
+            return f"{name!r} is not a list of {{index, true, pred, confidence}}"
+    return None
+
+
+def read_results(folder: Path) -> dict:
+    path = Path(folder) / RESULTS
+    results = read_json(path)
+    problem = results_problem(results)
+    if problem:
+        raise UserError(f"{path} is not a normlab results file ({problem})", "pass the --out folder of a normlab run")
+    return results
+
+
+def read_misclassified(folder: Path) -> dict:
+    path = Path(folder) / MISCLASSIFIED
+    if not path.exists():
+        return {}
+    value = read_json(path)
+    problem = misclassified_problem(value)
+    if problem:
+        raise UserError(f"{path} is not a normlab misclassified file ({problem})",
+                        "delete it; `normlab report` recomputes it from the checkpoints")
+    return value
+
+
 class Run:
-    """A finished (or partly finished) run folder, read from disk."""
+    """A finished (or partly finished) run folder, read from disk: a comparison or a sweep."""
 
     def __init__(self, folder: Path, results: dict):
         self.folder = Path(folder)
@@ -53,6 +171,8 @@ class Run:
         self.config = results["config"]
         self.dataset = results["dataset"]
         self.runs = results["runs"]
+        self.axes = self.config["axes"]
+        self._misclassified = None
 
     @property
     def variants(self) -> list[str]:
@@ -60,34 +180,39 @@ class Run:
 
     @property
     def misclassified(self) -> dict:
-        path = self.folder / MISCLASSIFIED
-        return read_json(path) if path.exists() else {}
+        if self._misclassified is None:
+            self._misclassified = read_misclassified(self.folder)
+        return self._misclassified
 
     @property
     def figures(self) -> dict[str, Path]:
         return {p.stem: p for p in sorted(self.folder.glob("*.png"))}
 
-    def record(self, variant: str, seed: int | None = None) -> dict:
+    def record(self, variant: str, seed: int | None = None, **axes) -> dict:
         name = str(Variant.parse(variant))
         for run in self.runs:
-            if run["variant"] == name and (seed is None or run["seed"] == seed):
+            if run["variant"] == name and seed in (None, run["seed"]) and all(run["axes"].get(k) == v for k, v in axes.items()):
                 return run
-        have = ", ".join(f"{r['variant']} seed {r['seed']}" for r in self.runs)
+        have = ", ".join(sorted({f"{r['variant']} seed {r['seed']}" for r in self.runs}))
         raise UserError(f"{self.folder} has no run of {variant}" + (f" seed {seed}" if seed is not None else ""),
                         f"choose one of: {have}")
 
-    def checkpoint_path(self, variant: str, seed: int | None = None) -> Path:
-        record = self.record(variant, seed)
-        multi = len({r["seed"] for r in self.runs}) > 1 or self.config.get("seeds", 1) > 1
-        return self.folder / CHECKPOINTS / checkpoint_name(Variant.parse(record["variant"]), record["seed"], multi)
+    def checkpoint_path(self, variant: str, seed: int | None = None, **axes) -> Path:
+        return checkpoint_path(self.folder, self.record(variant, seed, **axes)["key"])
 
-    def load_model(self, variant: str, seed: int | None = None, device: str = "cpu") -> torch.nn.Module:
+    def load_model(self, variant: str, seed: int | None = None, device: str = "cpu", **axes) -> torch.nn.Module:
         """The trained model, weights loaded, in eval mode."""
-        path = self.checkpoint_path(variant, seed)
+        record = self.record(variant, seed, **axes)
+        path = checkpoint_path(self.folder, record["key"])
         if not path.exists():
             raise UserError(f"no checkpoint {path}", "train that variant first (normlab compare --resume finishes a run)")
-        model = build_model(Variant.parse(variant), self.dataset, self.config.get("dropout", 0.0))
-        model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+        saved = load_checkpoint(path, map_location=device)
+        model = build_model(Variant.parse(variant), self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0))
+        try:
+            model.load_state_dict(saved["model"])
+        except (RuntimeError, KeyError, TypeError, IndexError) as exc:
+            raise UserError(f"checkpoint {path} does not fit {variant} ({str(exc).splitlines()[0][:200]})",
+                            "delete it and run the command again with --resume to retrain it") from None
         return model.to(device).eval()
 
     def test_set(self, data_dir=None) -> Dataset:
@@ -108,32 +233,8 @@ class Run:
 
 
 def load_run(folder) -> Run:
+    """Any normlab run folder (compare, train or sweep), its files checked at the door."""
     folder = Path(folder)
-    path = folder / RESULTS
-    if not path.is_file():
-        raise UserError(f"{folder} holds no normlab run (no {RESULTS})", "pass the --out folder of a normlab compare or train")
-    results = read_json(path)
-    if isinstance(results, dict) and results.get("kind") == "sweep":
-        raise UserError(f"{folder} holds a normlab sweep, not a run",
-                        "read it with normlab.report.sweep.load_sweep (sweep.md and sweep.csv hold its table)")
-    problem = results_problem(results)
-    if problem:
-        raise UserError(f"{path} is not a normlab results file ({problem})", "pass the --out folder of a normlab compare or train")
-    return Run(folder, results)
-
-
-def results_problem(results) -> str | None:
-    """What makes ``results`` unreadable as a normlab results.json, or None."""
-    if not isinstance(results, dict):
-        return "not a JSON object"
-    for key, kind in (("dataset", str), ("config", dict), ("runs", list)):
-        if not isinstance(results.get(key), kind):
-            return f"no {key!r} {kind.__name__}"
-    for i, run in enumerate(results["runs"]):
-        if not isinstance(run, dict) or not isinstance(run.get("variant"), str) or not isinstance(run.get("epochs"), list):
-            return f"runs[{i}] has no variant and epochs"
-        for e in run["epochs"]:
-            if not isinstance(e, dict) or not all(isinstance(e.get(k), (int, float)) for k in
-                                                  ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")):
-                return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
-    return None
+    if not (folder / RESULTS).exists():
+        raise UserError(f"{folder} holds no normlab run (no {RESULTS})", "pass the --out folder of a normlab compare, train or sweep")
+    return Run(folder, read_results(folder))

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-
-import torch
 
 from .errors import UserError, WriteError
 
@@ -25,6 +24,7 @@ except ImportError:       # Windows: no advisory locks; run folders are then ung
 
 TEMP_SUFFIX = ".tmp"
 LOCK_NAME = ".normlab.lock"
+WORKERS_LOCK_NAME = ".normlab.workers.lock"
 
 
 def _umask() -> int:
@@ -51,6 +51,15 @@ def os_error(exc: BaseException | None) -> OSError | None:
 
 
 def atomic_write(path: Path, writer, mode: str = "w") -> None:
+    _write(path, writer, mode)
+    if _OWNED:
+        _noted(path)
+
+
+def _write(path: Path, writer, mode: str) -> None:
+    if isinstance(writer, str):
+        text = writer
+        writer = lambda f: f.write(text)
     path = Path(path)
     tmp = None
     try:
@@ -89,66 +98,175 @@ def write_json(path: Path, value) -> None:
     write_text(path, json.dumps(value, indent=1, allow_nan=True) + "\n")
 
 
-def read_json(path: Path):
+MAX_JSON_BYTES = 64 * 2**20     # results.json of a 1,000-run sweep is a few MB
+
+
+def read_json(path: Path, cap: int = MAX_JSON_BYTES):
+    """A JSON file, read only if it is a regular file of at most ``cap`` bytes (a FIFO would
+    hang the read, a link to /dev/zero would fill the memory)."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})", "restore it from a backup or start the run again") from None
+        if not path.is_file():
+            raise UserError(f"{path} is not a regular file", "replace it with the file normlab wrote, or start the run again")
+        if path.stat().st_size > cap:
+            raise UserError(f"{path} is larger than {cap // 2**20} MiB", "replace it with the file normlab wrote, or start the run again")
+        with open(path, "rb") as handle:
+            return json.loads(handle.read(cap + 1))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{path} is not valid JSON ({str(exc)[:200]})", "restore it from a backup or start the run again") from None
     except OSError as exc:
         raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check that it is a readable file") from None
 
 
+# Temp files are named ".<target name>.<8 random characters>.tmp" (mkstemp's pattern): only
+# those, and only in the folders a run writes, are ever cleared as leftovers of a killed write.
+TEMP_NAME = re.compile(r"\.(.+)\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
 def is_leftover(path: Path) -> bool:
     """A temporary file of a write that was killed before its rename."""
-    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX) and path.is_file()
+    return TEMP_NAME.fullmatch(path.name) is not None and path.is_file() and not path.is_symlink()
 
 
-def leftovers(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob(f".*{TEMP_SUFFIX}") if is_leftover(p)) if folder.is_dir() else []
+def leftovers(*folders: Path) -> list[Path]:
+    return sorted(p for folder in folders if Path(folder).is_dir() for p in Path(folder).iterdir() if is_leftover(p))
 
 
-def remove_leftovers(folder: Path) -> None:
-    for path in leftovers(folder):
+def remove_leftovers(*folders: Path) -> None:
+    for path in leftovers(*folders):
         path.unlink(missing_ok=True)
 
 
-_LOCKS: dict[str, object] = {}
+# ---- what normlab wrote: the folder's manifest ----------------------------------------------
+
+MANIFEST = ".normlab-manifest.json"
+_OWNED: dict[Path, set[str]] = {}       # folder (resolved) -> names relative to it, written by us
+
+
+def read_manifest(folder: Path) -> set[str] | None:
+    """The files normlab wrote in ``folder`` (relative names), None when it has no manifest."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    names = read_json(path)
+    if not (isinstance(names, list) and all(isinstance(n, str) and n and not Path(n).is_absolute()
+                                             and ".." not in Path(n).parts for n in names)):
+        raise UserError(f"{path} is not a normlab manifest", "delete the folder's files yourself, or choose another --out")
+    return set(names)
+
+
+def own_folder(folder: Path, names=()) -> None:
+    """From now on every write into ``folder`` (and its subfolders) is listed in its manifest;
+    ``names``: files this run will write from other processes (workers' checkpoints)."""
+    folder = Path(folder).resolve()
+    _OWNED[folder] = set()
+    _note(folder, {*(read_manifest(folder) or ()), *names})
+
+
+def _note(folder: Path, names: set[str]) -> None:
+    if not names <= _OWNED[folder] or not (folder / MANIFEST).exists():
+        _OWNED[folder] |= names
+        _write(folder / MANIFEST, json.dumps(sorted(_OWNED[folder]), indent=0) + "\n", "w")
+
+
+def _noted(path: Path) -> None:
+    path = Path(path).resolve()
+    for folder in _OWNED:
+        if folder in path.parents and path.name != MANIFEST:
+            _note(folder, {path.relative_to(folder).as_posix()})
+
+
+def remove_written(folder: Path) -> None:
+    """--overwrite: remove the files the manifest lists (regular files inside the folder), and
+    nothing else."""
+    folder = Path(folder)
+    root = folder.resolve()
+    for name in sorted(read_manifest(folder) or ()):
+        path = folder / name
+        if path.is_file() and not path.is_symlink() and root in path.resolve().parents:
+            path.unlink()
+    if root in _OWNED:
+        _OWNED[root] = set()
+    (folder / MANIFEST).unlink(missing_ok=True)
+
+
+def disown_folder(folder: Path) -> None:
+    _OWNED.pop(Path(folder).resolve(), None)
+
+
+# ---- one writer per folder ------------------------------------------------------------------
+
+_LOCKS: dict[str, list] = {}
+
+
+def _flock(path: Path, how: int):
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+    try:
+        fcntl.flock(handle, how)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def lock_folder(folder: Path) -> None:
     """Make this process the only one writing to ``folder`` until ``unlock_folder`` or exit.
 
-    An advisory lock (flock) on a file in the folder: the kernel drops it when the process
-    dies, however it dies, so a killed run never leaves a stale lock behind.
+    Advisory locks (flock), which the kernel drops when a process dies, however it dies, so a
+    killed run never leaves a stale lock. Two of them: the driver holds LOCK_NAME; its worker
+    processes hold WORKERS_LOCK_NAME shared (``hold_folder``), so a new run is refused while
+    any of them still lives, even after the driver was killed.
     """
     key = str(Path(folder).resolve())
     if fcntl is None or key in _LOCKS:
         return
-    try:
-        handle = open(Path(folder) / LOCK_NAME, "a")
-    except OSError as exc:
-        raise WriteError(Path(folder) / LOCK_NAME, exc) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise UserError(f"another normlab process is writing to {folder}",
-                        "wait for it to finish, or stop it and continue with --resume") from None
-    _LOCKS[key] = handle
+    busy = UserError(f"another normlab process is writing to {folder}",
+                     "wait for it to finish, or stop it and continue with --resume")
+    driver = _flock(Path(folder) / LOCK_NAME, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if driver is None:
+        raise busy from None
+    workers = _flock(Path(folder) / WORKERS_LOCK_NAME, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if workers is None:
+        driver.close()
+        raise busy from None
+    workers.close()                  # free for this run's own workers to share
+    _LOCKS[key] = [driver]
+
+
+def hold_folder(folder: Path) -> None:
+    """In a worker process: keep the folder locked as long as this process lives."""
+    if fcntl is not None:
+        handle = _flock(Path(folder) / WORKERS_LOCK_NAME, fcntl.LOCK_SH)
+        _LOCKS[str(Path(folder).resolve())] = [handle]
+
+
+def folder_busy(folder: Path) -> bool:
+    """Whether a normlab process (a run or one of its workers) holds ``folder``."""
+    for name in (LOCK_NAME, WORKERS_LOCK_NAME):
+        handle = _flock(Path(folder) / name, fcntl.LOCK_EX | fcntl.LOCK_NB) if (Path(folder) / name).exists() else True
+        if handle is None:
+            return True
+        if handle is not True:
+            handle.close()
+    return False
 
 
 def unlock_folder(folder: Path) -> None:
-    handle = _LOCKS.pop(str(Path(folder).resolve()), None)
-    if handle is not None:
+    for handle in _LOCKS.pop(str(Path(folder).resolve()), []):
         handle.close()
+    disown_folder(folder)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    import torch  # here: reading results.json and the input checks need no PyTorch
     atomic_write(path, lambda f: torch.save(state, f), "wb")
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    import torch
     # weights_only: a checkpoint is data; never let one run code.
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,60 +23,12 @@ from torch import nn
 
 from .data import Dataset
 from .data.batches import Normalizer, TrainBatches, eval_batches
+from .config import TrainConfig
 from .errors import UserError
 from .models import build_model, count_params
 from .progress import EpochBar
 from .storage import load_checkpoint, save_checkpoint
 from .variants import Variant
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Plain values; every field is a command-line option of the same name."""
-    dataset: str = "fashion-mnist"
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float | None = None          # peak learning rate; None: 0.1 for sgd, 0.004 for adamw
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    dropout: float = 0.0
-    seed: int = 1
-    seeds: int = 1
-    train_limit: int | None = None   # use only the first N training images (--quick)
-    test_limit: int | None = None
-    device: str = "auto"
-
-    def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 20"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr {self.lr} must be a positive number", "pass e.g. --lr 0.1"),
-            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
-            (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
-            (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
-            (self.seeds >= 1, f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 3"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}", f"choose one of {', '.join(SCHEDULES)}"),
-        ]
-        for ok, what, fix in checks:
-            if not ok:
-                raise UserError(what, fix)
-
-    @property
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
-
-    def seed_list(self) -> list[int]:
-        return [self.seed + k for k in range(self.seeds)]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..explain import draw_figure
-from ..runs import MISCLASSIFIED, Run, load_run
+from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
 from ..storage import write_json, write_text
 from ..variants import Variant
 from .aggregate import group_runs
@@ -35,7 +35,6 @@ def fill_misclassified(run: Run, test) -> None:
     """Recompute missing misclassified.json entries from the checkpoints, the same way the
     training run chose them (most confident first, ties by index)."""
     from ..data.batches import Normalizer
-    from ..experiment import limit, most_confident_mistakes
     from ..train import evaluate
     import torch
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from matplotlib import rc_context
 
 from ..errors import UserError
-from ..runs import RESULTS
+from ..runs import load_run
 from ..stats import PairTest, Spread, compare_pairs, fmt_p, holm, spread
-from ..storage import read_json, write_bytes, write_text
+from ..storage import write_bytes, write_text
 from .style import FONT, new_figure, png_bytes, variant_colors
 
 SWEEP_PNG = "sweep.png"
@@ -44,33 +44,24 @@ class Point:
 
 
 def load_sweep(folder) -> dict:
-    folder = Path(folder)
-    path = folder / RESULTS
-    if not path.is_file():
-        raise UserError(f"{folder} holds no normlab sweep (no {RESULTS})", "pass the --out folder of a normlab sweep")
-    results = read_json(path)
-    if not (isinstance(results, dict) and results.get("kind") == "sweep" and isinstance(results.get("cells"), list)
-            and isinstance(results.get("config"), dict)):
-        raise UserError(f"{path} is not a normlab sweep file", "pass the --out folder of a normlab sweep")
+    """A sweep folder's results (through load_run), x being the first swept option's value; a
+    second swept option is folded into the variant's name ("gn:4 lr=0.1")."""
+    results = load_run(folder).results
+    if not results["config"]["axes"]:
+        raise UserError(f"{folder} holds a comparison, not a sweep", "rebuild its report with normlab report")
     return results
-
-
-def is_sweep(folder) -> bool:
-    path = Path(folder) / RESULTS
-    try:
-        return path.is_file() and read_json(path).get("kind") == "sweep"
-    except (UserError, AttributeError):
-        return False
 
 
 def points(results: dict) -> list[Point]:
     cfg = results["config"]
-    variants = list(dict.fromkeys(cfg.get("variants", []) + [c["variant"] for c in results["cells"]]))
-    sizes = sorted({int(c["batch_size"]) for c in results["cells"]} | set(cfg.get("batch_sizes", [])))
+    axis, *others = cfg["axes"]
+    name = lambda c: c["variant"] + "".join(f" {k}={c['axes'][k]}" for k in others)
+    variants = list(dict.fromkeys(name(c) for c in results["runs"]))
+    sizes = sorted({c["axes"][axis] for c in results["runs"]} | set(cfg["axes"][axis]))
     out = []
     for b in sizes:
         for v in variants:
-            cells = [c for c in results["cells"] if int(c["batch_size"]) == b and c["variant"] == v]
+            cells = [c for c in results["runs"] if c["axes"][axis] == b and name(c) == v]
             if not cells:
                 continue
             done = [c for c in cells if c.get("status") == "done" and "final" in c]
@@ -116,13 +107,15 @@ def plot_sweep(results: dict):
             label = v + (f" ({seeds[0]} seeds)" if len(seeds) == 1 and seeds[0] > 1 else
                          f" ({seeds[0]}-{seeds[-1]} seeds)" if len(seeds) > 1 else "")
             ax.errorbar(x, y, yerr=err, color=colors[v], marker="o", ms=5, lw=2, capsize=4, capthick=1.5, label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [str(b) for b in sizes])
+        axis = next(iter(results["config"]["axes"]))
+        if min(sizes) > 0 and axis in ("batch_size", "lr", "weight_decay"):
+            ax.set_xscale("log", base=2 if axis == "batch_size" else 10)
+        ax.set_xticks(sizes, [f"{b:g}" for b in sizes])
         ax.minorticks_off()
-        ax.set_xlabel("batch size (images per step)")
+        ax.set_xlabel("batch size (images per step)" if axis == "batch_size" else axis)
         ax.set_ylabel("test error (%)")
         cfg = results["config"]
-        fig.suptitle(f"{title_of(results)}: test error vs batch size")
+        fig.suptitle(f"{title_of(results)}: test error vs {axis.replace('_', ' ')}")
         ax.set_title(f"{plural(cfg.get('epochs'), 'epoch')} per cell; {cfg.get('lr_rule', '')}", fontsize=9, color="#444")
         ax.grid(True, alpha=0.3)
         ax.legend(title="mean ± std over seeds")
@@ -181,7 +174,7 @@ def sweep_markdown(results: dict, figure: str | None = SWEEP_PNG) -> str:
     variants = list(dict.fromkeys(p.variant for p in pts))
     sizes = sorted({p.batch_size for p in pts})
     at = {(p.batch_size, p.variant): p for p in pts}
-    cells = results["cells"]
+    cells = results["runs"]
     done = sum(c.get("status") == "done" for c in cells)
     lines = [f"# normlab sweep: {title_of(results)}, {', '.join(variants)} at batch sizes {', '.join(map(str, sizes))}", ""]
     ex = results.get("executor", {})
@@ -208,7 +201,7 @@ def sweep_markdown(results: dict, figure: str | None = SWEEP_PNG) -> str:
               "t-interval of each mean, the min and max, and the seconds per cell.", ""]
     bad = [c for c in cells if str(c.get("status", "")).startswith("diverged")]
     if bad:
-        lines += ["Diverged: " + "; ".join(f"b{c['batch_size']} `{c['variant']}` seed {c['seed']} ({c['status']})"
+        lines += ["Diverged: " + "; ".join(f"{c['key']} `{c['variant']}` seed {c['seed']} ({c['status']})"
                                           for c in bad) + ".", ""]
 
     lines += ["## Does the error grow as the batch shrinks?", ""]

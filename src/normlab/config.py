@@ -1,0 +1,92 @@
+"""What a training run is told: ``TrainConfig``, plain values, no PyTorch.
+
+Every field is a command-line option of the same name (``--batch-size`` for ``batch_size``) of
+every command that trains; its help is the field's metadata and its checks are ``validate``, so
+a new field is one line here and nowhere else. Kept free of torch so that ``normlab --help``
+and input errors answer at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from .errors import UserError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+# torch.manual_seed takes seeds below 2**63 here; train.py seeds epoch e with seed * 1_000_003 + e.
+EPOCH_SEED_FACTOR = 1_000_003
+MAX_SEED = (2**63 - 1) // EPOCH_SEED_FACTOR - 10**6
+
+
+def option(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Plain values; every field is a command-line option of the same name."""
+    dataset: str = option("fashion-mnist", "cifar10, mnist or fashion-mnist")
+    epochs: int = option(20, "epochs per run (2 with --quick)")
+    batch_size: int = option(128, "training batch size")
+    optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw")
+    lr: float | None = option(None, "peak learning rate (default 0.1 for sgd, 0.004 for adamw)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "on conv kernels only")
+    schedule: str = option("onecycle", "onecycle, cosine or constant")
+    dropout: float = option(0.0, "channel dropout after each conv block")
+    seed: int = option(1, "first seed")
+    seeds: int = option(1, "train each variant this many times, seeds --seed, --seed+1, ...")
+    train_limit: int | None = option(None, "use only the first N training images (10,000 with --quick)")
+    test_limit: int | None = option(None, "use only the first N test images (2,000 with --quick)")
+    device: str = option("auto", "auto (CUDA when there is one), cpu or cuda")
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 20"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr {self.lr} must be a positive number", "pass e.g. --lr 0.1"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
+            (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
+            (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
+            (self.seeds >= 1, f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 3"),
+            (0 <= self.seed and self.seed + self.seeds - 1 <= MAX_SEED,
+             f"--seed {self.seed} (with --seeds {self.seeds}) is out of range", f"use seeds from 0 to {MAX_SEED}"),
+            (self.train_limit is None or self.train_limit >= 1, f"--train-limit {self.train_limit} must be at least 1", "pass e.g. --train-limit 10000"),
+            (self.test_limit is None or self.test_limit >= 1, f"--test-limit {self.test_limit} must be at least 1", "pass e.g. --test-limit 2000"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}", f"choose one of {', '.join(SCHEDULES)}"),
+        ]
+        for ok, what, fix in checks:
+            if not ok:
+                raise UserError(what, fix)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
+
+    def seed_list(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_fields() -> list:
+    """(name, python type, default, help) of every TrainConfig field, for the command line."""
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    return [(f.name, kinds[str(f.type).split(" |")[0]], None if f.default is MISSING else f.default, f.metadata.get("help", ""))
+            for f in fields(TrainConfig)]
+
+
+def parse_value(name: str, text: str):
+    """A field's value from text ('0.01' for lr), or a one-line UserError."""
+    kind = next((kind for n, kind, _, _ in config_fields() if n == name), None)
+    if kind is None:
+        raise UserError(f"{name!r} is not a training option", f"choose one of {', '.join(n for n, *_ in config_fields())}")
+    try:
+        return kind(text) if kind is not int else int(text, 10)
+    except ValueError:
+        raise UserError(f"{name} value {text!r} is not a{'n' if kind is int else ''} {'whole number' if kind is int else kind.__name__}",
+                        f"pass e.g. --over {name}=1,2") from None

@@ -1,0 +1,329 @@
+"""An experiment: a grid of variants x seeds x TrainConfig axes, trained into one run folder.
+
+``normlab compare`` and ``train`` are a grid with one value per axis; ``normlab sweep --over
+batch_size=2,8,32 --over lr=0.01,0.1`` is a grid with several. One folder lifecycle serves every
+grid, in this order, and nothing is written before the first write step:
+
+    check_experiment   everything that can be refused from the options alone
+    load the data      limits applied, the test set must not be empty, data fingerprinted
+    prepare_folder     (no writes) a new, empty folder; or the run to --resume, checked against
+                       these settings, this data and its checkpoints; or --overwrite's refusals
+    open_folder        lock it (workers too), list what it writes in its manifest, clear the
+                       temp files a kill left, and on --overwrite remove only what normlab wrote
+    train              every unfinished run by the executor (here, local workers, Ray);
+                       results.json is rewritten by this process after every epoch or run
+
+Learning rate of a batch-size sweep (``lr_scaling="linear"``, when batch_size is an axis and lr
+is not): peak lr = lr x B / 128 (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import __version__
+from .config import TrainConfig
+from .data import dataset_info, fingerprint, load_splits
+from .errors import UserError
+from .executors import Cell, CellResult, LocalExecutor, RayExecutor
+from .models import build_model
+from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, is_finished, limit,
+                   misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
+from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
+                      read_manifest, remove_leftovers, remove_written, unlock_folder, write_json)
+from .train import check_batch, read_checkpoint, resolve_device
+from .variants import Variant
+
+REFERENCE_BATCH = 128
+LR_SCALINGS = ("linear", "none")
+# Not axes: they pick the data, the seeds (an axis of their own) or where a run trains.
+NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "test_limit")
+SHORT = {"batch_size": "b"}                 # key parts: "b32-gn4-seed1", as sweeps always named them
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One run of the grid: a variant, a seed and one value per axis."""
+    key: str
+    variant: Variant
+    seed: int
+    axes: dict
+    cfg: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return " ".join([str(self.variant), f"seed {self.seed}", *(f"{k}={v}" for k, v in self.axes.items())])
+
+
+@dataclass
+class Experiment:
+    variants: list[Variant]
+    cfg: TrainConfig                   # axes override its fields run by run
+    out: Path
+    axes: dict[str, list] = field(default_factory=dict)
+    lr_scaling: str = "none"
+    data_dir: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    executor: object = field(default_factory=LocalExecutor)
+
+    def scaled(self) -> bool:
+        return self.lr_scaling == "linear" and "batch_size" in self.axes and "lr" not in self.axes
+
+    def specs(self) -> list[Spec]:
+        out = []
+        for values in itertools.product(*self.axes.values()):
+            axes = dict(zip(self.axes, values))
+            cfg = replace(self.cfg, **axes, seeds=1)
+            if self.scaled():
+                cfg.lr = self.cfg.peak_lr * cfg.batch_size / REFERENCE_BATCH
+            for seed in self.cfg.seed_list():
+                for variant in self.variants:
+                    parts = [f"{SHORT.get(k, k)}{v}" for k, v in axes.items()] + [variant.slug, f"seed{seed}"]
+                    key = "-".join(parts).replace("/", "_").replace(" ", "_")
+                    out.append(Spec(key, variant, seed, axes, replace(cfg, seed=seed)))
+        return out
+
+    def config(self) -> dict:
+        rule = (f"linear scaling: peak lr = {self.cfg.peak_lr:g} x B / {REFERENCE_BATCH} "
+                f"({self.cfg.peak_lr:g} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
+        return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
+                "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
+
+
+def default_out(dataset: str, sweep: bool = False) -> Path:
+    return Path("runs") / f"{'sweep-' if sweep else ''}{dataset_info(dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_experiment(exp: Experiment) -> None:
+    """Everything that can be refused without reading data or writing files."""
+    exp.cfg.dataset = dataset_info(exp.cfg.dataset).name
+    exp.cfg.validate()
+    if not exp.variants:
+        raise UserError("--norms is empty", "pass e.g. --norms bn,gn,ln")
+    if exp.lr_scaling not in LR_SCALINGS:
+        raise UserError(f"unknown --lr-scaling {exp.lr_scaling!r}", f"choose one of {', '.join(LR_SCALINGS)}")
+    for name, values in exp.axes.items():
+        if name in NOT_AXES or name not in exp.cfg.to_dict():
+            raise UserError(f"--over {name}: not an axis", f"sweep a training option other than {', '.join(NOT_AXES)}")
+        if not values or len(set(values)) != len(values):
+            raise UserError(f"--over {name} must list distinct values", f"pass e.g. --over {name}=1,2")
+    if not isinstance(exp.executor, RayExecutor):
+        resolve_device(exp.cfg.device)         # a Ray cluster's GPUs need not be visible here
+    train_size = min(dataset_info(exp.cfg.dataset).train_size, exp.cfg.train_limit or 10**9)
+    for variant in exp.variants:
+        build_model(variant, exp.cfg.dataset)  # refuses a group count that does not divide the widths
+    check_sizes(exp, train_size)
+
+
+def check_sizes(exp: Experiment, train_size: int) -> None:
+    for spec in exp.specs():
+        spec.cfg.validate()
+        check_batch(spec.variant, spec.cfg.batch_size, train_size)
+
+
+# ---- the folder ---------------------------------------------------------------------------------
+
+def holds_only_leftovers(out: Path) -> bool:
+    """True for an empty folder, or one that a run killed before its first results.json left:
+    its manifest and lock files, an empty checkpoints/ folder, temp files of unfinished writes."""
+    for path in out.iterdir():
+        if path.name == CHECKPOINTS and path.is_dir():
+            if not all(is_leftover(p) for p in path.iterdir()):
+                return False
+        elif not (is_leftover(path) or path.name in (LOCK_NAME, WORKERS_LOCK_NAME, MANIFEST)):
+            return False
+    return True
+
+
+def prepare_folder(exp: Experiment) -> dict | None:
+    """Check the out folder (writing nothing); return the results of the run being resumed, if any."""
+    out = exp.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file", "choose a folder path for --out")
+    if (out / RESULTS).exists() or (out / RESULTS).is_symlink():
+        if exp.resume:
+            previous = read_results(out)
+            check_resumable(previous, exp)
+            return previous
+        if not exp.overwrite:
+            raise UserError(f"{out} already holds a run", "pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    elif exp.resume:
+        if not (out.is_dir() and holds_only_leftovers(out)):
+            raise UserError(f"--resume: {out} holds no run to resume", "drop --resume to start a new run there")
+        return None
+    if out.is_dir() and not holds_only_leftovers(out):
+        if not exp.overwrite:
+            raise UserError(f"{out} is not empty and holds no normlab run", "choose a new or empty folder for --out")
+        if read_manifest(out) is None:
+            raise UserError(f"--overwrite: {out} has no list of the files normlab wrote (a folder of yours, or "
+                            f"of an older normlab), and normlab deletes nothing else",
+                            "remove what you no longer need yourself, or choose another --out")
+    return None
+
+
+def check_resumable(previous: dict, exp: Experiment) -> None:
+    saved, wanted = previous["config"], exp.config()
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule")]
+    differs = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
+    if differs:
+        raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
+                        "resume with the same options, or start a new run with another --out")
+
+
+def check_resumed_inputs(previous: dict, exp: Experiment, data: str) -> None:
+    """The resumed run's data and checkpoints are the ones it was run with, before anything is written."""
+    saved = previous["config"]
+    if saved.get("data_fingerprint") != data:
+        raise UserError(f"{exp.out} was run on other data ({saved.get('train_size')} training and "
+                        f"{saved.get('test_size')} test images, fingerprint {str(saved.get('data_fingerprint'))[:19]}; "
+                        f"this data: {data[:19]})",
+                        "point --data-dir at the data it was run on, or start a new run with another --out")
+    for spec in exp.specs():
+        path = checkpoint_path(exp.out, spec.key)
+        if path.exists():
+            read_checkpoint(path, spec.variant, spec.seed)
+
+
+def open_folder(exp: Experiment) -> None:
+    """The first writes, once every check has passed: take the folder, clear what a killed run left."""
+    out = exp.out
+    try:
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".normlab-write-test.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write to {out} ({exc.strerror})", "make it writable or choose another folder with --out") from None
+    lock_folder(out)
+    # Temp files of writes that a kill interrupted: never a live process's, we hold the lock.
+    remove_leftovers(out, out / CHECKPOINTS)
+    if exp.overwrite and not exp.resume:
+        remove_written(out)
+    own_folder(out, [f"{CHECKPOINTS}/{spec.key}.pt" for spec in exp.specs()])
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+def environment(device) -> dict:
+    import numpy as np
+    import torch
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return {"device": str(device), "device_name": name, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def plan_line(exp: Experiment, specs: list[Spec]) -> str:
+    grid = " x ".join([plural(len(exp.variants), "variant"), plural(exp.cfg.seeds, "seed"),
+                       *(f"{len(v)} {k}" for k, v in exp.axes.items())])
+    return f"normlab: {plural(len(specs), 'run')} ({grid}) of {exp.cfg.dataset}, {plural(exp.cfg.epochs, 'epoch')} each, into {exp.out}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def run_experiment(exp: Experiment, log=print, then=None) -> dict:
+    """Train every run of the grid not finished yet; ``then(out)`` (the report) runs while the
+    folder is still locked. Returns the results (also in ``exp.out``/results.json)."""
+    check_experiment(exp)
+    specs = exp.specs()
+    log(plan_line(exp, specs))
+    cfg = exp.cfg
+    train, test = load_splits(cfg.dataset, exp.data_dir)
+    train, test = limit(train, cfg.train_limit), limit(test, cfg.test_limit)
+    if len(test) == 0 or len(train) == 0:
+        raise UserError(f"the {'test' if len(train) else 'training'} set of {cfg.dataset} is empty", "point --data-dir at a dataset with images")
+    check_sizes(exp, len(train))
+    previous = prepare_folder(exp)
+    data = fingerprint(train, test)
+    if previous is not None:
+        check_resumed_inputs(previous, exp, data)
+    misclassified = read_misclassified(exp.out) if previous is not None else {}
+    open_folder(exp)
+    local = isinstance(exp.executor, LocalExecutor)
+    results = {
+        "normlab": __version__, "schema": SCHEMA, "dataset": cfg.dataset,
+        "config": {**exp.config(), "data_source": str(train.source), "train_size": len(train),
+                   "test_size": len(test), "data_fingerprint": data},
+        "executor": exp.executor.describe(), **environment(resolve_device(cfg.device if local else "cpu")),
+        "started": (previous or {}).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # Kept until this run replaces them: a resume that fails loses nothing of the last one.
+        **{k: previous[k] for k in ("seconds", "finished") if k in (previous or {})},
+        "runs": [],
+    }
+    before = {r["key"]: r for r in (previous or {}).get("runs", [])}
+    first_seed = cfg.seed
+    todo = []
+    for spec in specs:
+        record = before.get(spec.key) or {"key": spec.key, "variant": str(spec.variant), "seed": spec.seed,
+                                          "axes": spec.axes, "lr": spec.cfg.peak_lr, "status": PENDING, "epochs": []}
+        results["runs"].append(record)
+        path = checkpoint_path(exp.out, spec.key)
+        wants_grid = spec.seed == first_seed and misclassified_key(str(spec.variant), spec.axes) not in misclassified
+        # A finished run is skipped, unless its checkpoint is gone (deleted after a refusal:
+        # trained again) or its misclassified images are missing (recomputed from the checkpoint).
+        if is_finished(record["status"]) and path.exists() and not (wants_grid and record["status"] == "done"):
+            continue
+        # Local processes share this disk and checkpoint every epoch in place; a Ray task may run
+        # elsewhere: it gets the partial checkpoint, if any, and returns the final one.
+        todo.append(Cell(spec.key, str(spec.variant), spec.seed, spec.cfg.to_dict(), spec.label,
+                         checkpoint=str(path) if local else None,
+                         resume_from=None if local or not path.exists() else path.read_bytes(),
+                         keep_predictions=spec.seed == first_seed))
+    if results != previous:
+        save_results(exp.out, results)
+    total, skipped = len(specs), len(specs) - len(todo)
+    log(f"normlab: {skipped} already finished, {len(todo)} to train"
+        + (f"; {results['config']['lr_rule']}" if results["config"]["lr_rule"] else ""))
+    index = {r["key"]: i for i, r in enumerate(results["runs"])}
+    started = time.perf_counter()
+    finished = []
+
+    def on_epoch(key: str, record: dict) -> None:
+        results["runs"][index[key]] = {**results["runs"][index[key]], **record}
+        save_results(exp.out, results)
+
+    def on_result(result: CellResult) -> None:
+        i = index[result.key]
+        spec = specs[i]
+        if result.checkpoint is not None:
+            from .storage import write_bytes
+            write_bytes(checkpoint_path(exp.out, result.key), result.checkpoint)
+        results["runs"][i] = record = {**{k: results["runs"][i][k] for k in ("key", "variant", "seed", "axes", "lr")},
+                                       **result.record}
+        if result.predictions is not None:
+            import torch
+            misclassified[misclassified_key(record["variant"], spec.axes)] = most_confident_mistakes(
+                torch.from_numpy(result.predictions), torch.from_numpy(result.confidences), test.labels)
+            order = [misclassified_key(str(s.variant), s.axes) for s in specs if s.seed == first_seed]
+            write_json(exp.out / MISCLASSIFIED, {k: misclassified[k] for k in order if k in misclassified})
+        save_results(exp.out, results)
+        finished.append(time.perf_counter() - started)
+        left = len(todo) - len(finished)
+        eta = f", about {finished[-1] / len(finished) * left:.0f} s left" if left else ""
+        final = record.get("final", {})
+        acc = f"test acc {final['test_acc']:.2f}%" if final else "no finished epoch"
+        log(f"[{skipped + len(finished)}/{total}] {spec.label}: {acc}, {record['status']} "
+            f"({record.get('seconds', 0):.1f} s){eta}")
+
+    exp.executor.run_cells(todo, train, test, on_result, folder=exp.out, on_epoch=on_epoch if local else None)
+    results["executor"] = exp.executor.describe()
+    results["seconds"] = round(time.perf_counter() - started + (previous or {}).get("seconds", 0.0), 3)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    save_results(exp.out, results)
+    try:
+        if then is not None:
+            then(exp.out, test)
+    finally:
+        unlock_folder(exp.out)
+    return results
