@@ -1,4 +1,4 @@
-"""normlab sweep: the cells, the table and figure behind them, resume, and every executor.
+"""normlab sweep: the runs of a grid, the table and figure behind them, resume, and every executor.
 
 One tiny sweep (2 batch sizes x 2 variants x 2 seeds, 1 epoch on 256 generated images) is
 made once with the local executor; the other executors (2 local worker processes, a local
@@ -21,7 +21,7 @@ import torch
 
 from conftest import make_idx_dataset, run_cli
 from normlab.executors import threads_per_worker, worker_device
-from normlab.sweep import parse_batch_sizes, scaled_lr
+from normlab.cli import parse_over
 
 SIZES, NORMS, SEEDS = [4, 32], ["bn", "gn:2"], 2
 ARGS = ["sweep", "--batch-sizes", ",".join(map(str, SIZES)), "--norms", ",".join(NORMS), "--seeds", str(SEEDS),
@@ -52,14 +52,14 @@ def table(folder: Path) -> list[dict]:
 
 def test_sweep_trains_every_cell_with_the_stated_lr(swept):
     results = json.loads((swept / "results.json").read_text())
-    assert results["kind"] == "sweep" and results["config"]["batch_sizes"] == SIZES
+    assert results["schema"] == 2 and results["config"]["axes"] == {"batch_size": SIZES}
     assert "lr = 0.1 x B / 128" in results["config"]["lr_rule"]
-    cells = results["cells"]
-    assert {(c["batch_size"], c["variant"], c["seed"]) for c in cells} == \
+    cells = results["runs"]
+    assert {(c["axes"]["batch_size"], c["variant"], c["seed"]) for c in cells} == \
         {(b, v, s) for b in SIZES for v in NORMS for s in (1, 2)}
     for c in cells:
         assert c["status"] == "done" and len(c["epochs"]) == 1
-        assert c["lr"] == pytest.approx(0.1 * c["batch_size"] / 128)
+        assert c["lr"] == pytest.approx(0.1 * c["axes"]["batch_size"] / 128)
         # The lr the optimizer really used: OneCycle ends far below its peak, never above it.
         assert c["epochs"][0]["lr"] < c["lr"]
         state = torch.load(swept / "checkpoints" / f"{c['key']}.pt", weights_only=True)
@@ -71,8 +71,8 @@ def test_sweep_table_is_the_mean_and_spread_of_the_cells(swept):
     rows = list(csv.DictReader((swept / "sweep.csv").open()))
     assert [(int(r["batch_size"]), r["variant"]) for r in rows] == [(b, v) for b in SIZES for v in NORMS]
     for row in rows:
-        errors = [100 - c["final"]["test_acc"] for c in results["cells"]
-                  if c["batch_size"] == int(row["batch_size"]) and c["variant"] == row["variant"]]
+        errors = [100 - c["final"]["test_acc"] for c in results["runs"]
+                  if c["axes"]["batch_size"] == int(row["batch_size"]) and c["variant"] == row["variant"]]
         assert int(row["seeds_done"]) == int(row["seeds_planned"]) == 2
         assert float(row["test_err_mean"]) == pytest.approx(statistics.fmean(errors), abs=1e-4)
         assert float(row["test_err_std"]) == pytest.approx(statistics.stdev(errors), abs=1e-4)
@@ -110,8 +110,8 @@ def test_resume_skips_finished_cells_and_finishes_the_rest(swept, data, tmp_path
     shutil.copytree(swept, out)
     results = json.loads((out / "results.json").read_text())
     # As if killed after 6 of 8 cells: two cells never reported back, their checkpoints never written.
-    lost = [c["key"] for c in results["cells"][-2:]]
-    for c in results["cells"][-2:]:
+    lost = [c["key"] for c in results["runs"][-2:]]
+    for c in results["runs"][-2:]:
         c.update(status="pending", epochs=[])
         c.pop("final")
         (out / "checkpoints" / f"{c['key']}.pt").unlink()
@@ -138,7 +138,7 @@ def test_resume_with_other_settings_is_refused(swept, data, tmp_path, capsys):
     argv = [a if a != "1" else "2" for a in ARGS]       # --epochs 2
     assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 2
     err = capsys.readouterr().err
-    assert "was swept with other settings (epochs 1 -> 2)" in err and len(err.strip().splitlines()) == 1
+    assert "was run with other settings (epochs 1 -> 2)" in err and len(err.strip().splitlines()) == 1
     assert (out / "results.json").read_bytes() == before
 
 
@@ -147,8 +147,8 @@ def test_two_local_workers_give_the_same_table(swept, data, tmp_path):
     assert run_cli(*ARGS, "--data-dir", data, "--out", out, "--workers", "2") == 0
     assert table(out) == table(swept)
     results = json.loads((out / "results.json").read_text())
-    assert {c["worker"] for c in results["cells"]} <= {0, 1}
-    pids = {c["pid"] for c in results["cells"]}
+    assert {c["worker"] for c in results["runs"]} <= {0, 1}
+    pids = {c["pid"] for c in results["runs"]}
     assert os.getpid() not in pids and len(pids) <= 2, "cells ran in the two worker processes"
     assert results["executor"] == {"executor": "local", "workers": 2, "threads_per_worker": threads_per_worker(2)}
 
@@ -168,16 +168,16 @@ def test_ray_executor_gives_the_same_table_as_the_local_one(ray_cluster, swept, 
     assert table(out) == table(swept)
     results = json.loads((out / "results.json").read_text())
     assert results["executor"]["executor"] == "ray" and results["executor"]["cluster_cpus"] == 2
-    assert all(str(c["worker"]).startswith("ray node") for c in results["cells"])
+    assert all(str(c["worker"]).startswith("ray node") for c in results["runs"])
     # The driver wrote every checkpoint the tasks sent back, whole and loadable.
-    for c in results["cells"]:
+    for c in results["runs"]:
         state = torch.load(out / "checkpoints" / f"{c['key']}.pt", weights_only=True)
         assert state["variant"] == c["variant"] and state["status"] == "done"
 
 
-def test_parse_batch_sizes():
-    assert parse_batch_sizes("128,2, 8") == [2, 8, 128]
-    assert scaled_lr(0.1, 2, "linear") == pytest.approx(0.0015625) and scaled_lr(0.1, 2, "none") == 0.1
+def test_parse_over():
+    assert parse_over([], "128,2, 8") == {"batch_size": [2, 8, 128]}
+    assert parse_over(["lr=0.1,0.01", "weight-decay=0,5e-4"], None) == {"lr": [0.1, 0.01], "weight_decay": [0.0, 5e-4]}
 
 
 def test_local_workers_share_gpus_round_robin():
@@ -190,13 +190,18 @@ def test_local_workers_share_gpus_round_robin():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-sizes", ""], "--batch-sizes is empty"),
+    (["--batch-sizes", ""], "--over 'batch_size=' is not NAME=V1,V2,..."),
     (["--batch-sizes", "2,,8"], "has an empty entry"),
-    (["--batch-sizes", "2,x"], "batch size 'x' in --batch-sizes is not a whole number"),
-    (["--batch-sizes", "0,8"], "batch size 0 in --batch-sizes must be at least 1"),
-    (["--batch-sizes", "8,8"], "batch size 8 is listed twice"),
-    (["--batch-sizes", "1,8", "--norms", "gn:2,bn"], "--batch-sizes includes 1, and bn needs at least 2 samples"),
-    (["--batch-sizes", "2,512"], "batch size 512 in --batch-sizes exceeds the 256 training images"),
+    (["--batch-sizes", "2,x"], "batch_size value 'x' is not a whole number"),
+    (["--batch-sizes", "0,8"], "--batch-size 0 must be at least 1"),
+    (["--batch-sizes", "8,8"], "--over batch_size lists a value twice"),
+    (["--batch-sizes", "1,8", "--norms", "gn:2,bn"], "batch size 1 with bn: BatchNorm needs at least 2 samples"),
+    (["--batch-sizes", "2,512"], "batch size 512 exceeds the 256 training images"),
+    (["--over", "lr=0.1,-1"], "--lr -1.0 must be a positive number"),
+    (["--over", "seed=1,2"], "--over seed: not an axis"),
+    (["--over", "colour=1,2"], "'colour' is not a training option"),
+    (["--over", "lr=0.1", "--over", "lr=0.2"], "lr is swept twice"),
+    (["--seed", str(2**62)], "is out of range"),
     (["--norms", "bn,gn:3"], "gn:3"),
     (["--seeds", "0"], "--seeds 0 must be at least 1"),
     (["--workers", "0"], "--workers 0 must be at least 1"),
@@ -214,12 +219,27 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, data, tmp_path,
     assert "Traceback" not in captured.err and not out.exists()
 
 
-def test_a_run_folder_is_not_taken_for_a_sweep(data, tmp_path, capsys):
+@pytest.mark.parametrize("old", [{"kind": "sweep", "dataset": "fashion-mnist", "config": {}, "cells": []},
+                                 {"dataset": "fashion-mnist", "config": {}, "runs": []}])
+def test_a_folder_of_the_previous_version_says_to_rerun(old, data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"dataset": "fashion-mnist", "config": {}, "runs": []}))
-    assert run_cli(*ARGS, "--data-dir", data, "--out", run, "--resume") == 2
-    assert "holds a normlab run, not a sweep" in capsys.readouterr().err
+    (run / "results.json").write_text(json.dumps(old))
+    before = (run / "results.json").read_bytes()
+    for argv in ([*ARGS, "--data-dir", data, "--out", run, "--resume"], ["report", run]):
+        assert run_cli(*argv) == 2
+        err = capsys.readouterr().err
+        assert "written by an older normlab; run the command again" in err and len(err.strip().splitlines()) == 1, err
+    assert (run / "results.json").read_bytes() == before
+
+
+def test_a_comparison_is_not_resumed_as_a_sweep(swept, data, tmp_path, capsys):
+    out = tmp_path / "compare"
+    assert run_cli("compare", "--norms", "bn", "--epochs", "1", "--data-dir", data, "--out", out) == 0
+    before = (out / "results.json").read_bytes()
+    assert run_cli(*ARGS, "--data-dir", data, "--out", out, "--resume") == 2
+    assert "was run with other settings" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_compare_with_two_workers_matches_one_after_another(data, tmp_path):
@@ -254,12 +274,39 @@ def test_ray_executor_without_ray_says_how_to_get_it(data, tmp_path, capsys, mon
     assert "--executor ray needs Ray, which is not installed; pip install 'normlab[ray]'" in err and not out.exists()
 
 
-def test_a_sweep_is_read_as_a_sweep(swept):
-    from normlab import load_run, load_sweep, plot_sweep
-    from normlab.errors import UserError
-    with pytest.raises(UserError, match="holds a normlab sweep, not a run"):
-        load_run(swept)
-    results = load_sweep(swept)
-    fig = plot_sweep(results)
+def test_a_sweep_is_a_run_like_any_other(swept):
+    from normlab import load_run, plot_sweep
+    run = load_run(swept)
+    assert run.axes == {"batch_size": SIZES} and len(run.runs) == 8
+    assert run.checkpoint_path("gn:2", 2, batch_size=32).name == "b32-gn2-seed2.pt"
+    assert run.load_model("gn:2", 2, batch_size=32).training is False
+    fig = plot_sweep(run.results)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "32"]
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["bn (2 seeds)", "gn:2 (2 seeds)"]
+
+
+GRIDS = {"lr": ["--over", "lr=0.03,0.1"], "two axes": ["--over", "lr=0.03,0.1", "--batch-sizes", "16,32"]}
+KILL_AT = {"lr": "step:7", "two axes": "step:40"}       # mid-epoch of the 2nd run; of the 3rd run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", GRIDS)
+def test_a_grid_resumes_after_kill_9_and_runs_on_ray(grid, data, tmp_path, ray_cluster):
+    """A sweep over lr, and one over lr and batch size at once: killed with SIGKILL mid-epoch,
+    resumed, they give the uninterrupted numbers; Ray gives them too."""
+    from test_resume import normlab
+    home = tmp_path / "home"
+    args = ["sweep", *GRIDS[grid], "--norms", "bn,gn:2", "--seeds", "1", "--epochs", "2", "--data-dir", data]
+    reference = normlab(home, *args, "--out", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    killed = normlab(home, *args, "--out", tmp_path / "killed", kill=(KILL_AT[grid], "KILL"))
+    assert killed.returncode == -9, killed.stderr
+    partial = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert any(r["status"] != "done" for r in partial["runs"]), "killed before the end"
+    resumed = normlab(home, *args, "--out", tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert table(tmp_path / "killed") == table(tmp_path / "reference")
+    axes = json.loads((tmp_path / "reference" / "results.json").read_text())["config"]["axes"]
+    assert axes == ({"lr": [0.03, 0.1]} if grid == "lr" else {"lr": [0.03, 0.1], "batch_size": [16, 32]})
+    assert run_cli(*args, "--out", tmp_path / "ray", "--executor", "ray") == 0
+    assert table(tmp_path / "ray") == table(tmp_path / "reference")

@@ -92,8 +92,9 @@ def parse_over(texts: list[str], batch_sizes: str | None) -> dict[str, list]:
         name, _, values = text.partition("=")
         name = name.strip().replace("-", "_")
         words = [w.strip() for w in values.split(",")]
-        if not _ or not all(words):
-            raise UserError(f"--over {text!r} is not NAME=V1,V2,...", "pass e.g. --over batch_size=2,8,32,128")
+        if not _ or not any(words) or not all(words):
+            raise UserError(f"--over {text!r} " + ("has an empty entry" if any(words) else "is not NAME=V1,V2,..."),
+                            "pass e.g. --over batch_size=2,8,32,128")
         if name in axes:
             raise UserError(f"{name} is swept twice", "give each option one --over (or --batch-sizes)")
         axes[name] = [parse_value(name, w) for w in words]

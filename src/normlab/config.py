@@ -88,5 +88,5 @@ def parse_value(name: str, text: str):
     try:
         return kind(text) if kind is not int else int(text, 10)
     except ValueError:
-        raise UserError(f"{name} value {text!r} is not a{'n' if kind is int else ''} {'whole number' if kind is int else kind.__name__}",
+        raise UserError(f"{name} value {text!r} is not {'a whole number' if kind is int else 'a number'}",
                         f"pass e.g. --over {name}=1,2") from None

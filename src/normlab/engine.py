@@ -304,7 +304,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
         if result.predictions is not None:
             import torch
             misclassified[misclassified_key(record["variant"], spec.axes)] = most_confident_mistakes(
-                torch.from_numpy(result.predictions), torch.from_numpy(result.confidences), test.labels)
+                torch.as_tensor(result.predictions.copy()), torch.as_tensor(result.confidences.copy()), test.labels)
             order = [misclassified_key(str(s.variant), s.axes) for s in specs if s.seed == first_seed]
             write_json(exp.out / MISCLASSIFIED, {k: misclassified[k] for k in order if k in misclassified})
         save_results(exp.out, results)
