@@ -10,6 +10,7 @@ before anything is written.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import shutil
@@ -39,7 +40,8 @@ def finished_run(tmp_path_factory):
 def snapshot(folder: Path) -> dict:
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else "dir" for p in sorted(folder.rglob("*"))}
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and p.stat().st_size < 2**20 and not p.is_symlink()
+            else (p.is_dir(), p.is_symlink(), p.lstat().st_size) for p in sorted(folder.rglob("*"))}
 
 
 # --- data with one thing wrong -------------------------------------------------------------
@@ -115,8 +117,25 @@ def copy_checkpoint(source: str, target: str):
     return prepare
 
 
+def edit_results(change):
+    def prepare(run, tmp):
+        results = json.loads((run / "results.json").read_text())
+        change(results)
+        (run / "results.json").write_text(json.dumps(results))
+        return run
+    return prepare
+
+
+def replace_results(make):
+    def prepare(run, tmp):
+        (run / "results.json").unlink()
+        make(run / "results.json")
+        return run
+    return prepare
+
+
 def truncate_checkpoint(run, tmp):
-    path = run / "checkpoints" / "bn.pt"
+    path = run / "checkpoints" / "bn-seed1.pt"
     path.write_bytes(path.read_bytes()[:3000])
     return run
 
@@ -210,9 +229,23 @@ CASES = {
     "results binary garbage": folder_case(write("results.json", bytes(range(256))), words=["results.json is not valid JSON"]),
     "results not normlab's": folder_case(write("results.json", b"[1, 2, 3]\n"), words=["is not a normlab results file"]),
     "results missing its runs": folder_case(write("results.json", b"{\"config\": {\"dataset\": \"mnist\"}}\n"), words=["is not a normlab results file"]),
-    "checkpoint truncated": folder_case(truncate_checkpoint, words=["cannot load checkpoint", "bn.pt", "delete it to retrain"]),
-    "checkpoint of another variant": folder_case(copy_checkpoint("gn2.pt", "bn.pt"), words=["bn.pt holds gn:2 seed 1, not bn seed 1", "delete it"]),
-    "checkpoint not a checkpoint": folder_case(write("checkpoints/gn2.pt", b"PK\x03\x04 nope"), words=["cannot load checkpoint", "gn2.pt"]),
+    # issue 13: results.json and misclassified.json of the wrong shape, kind or size, checked at the door
+    "results: a run without its seed": folder_case(edit_results(lambda r: r["runs"][0].pop("seed")), words=["runs[0] has no valid 'seed'"]),
+    "results: final is a number": folder_case(edit_results(lambda r: r["runs"][1].update(final=5)), words=["runs[1] has no valid 'final'"]),
+    "results: a run without its axis value": folder_case(edit_results(lambda r: r["runs"][0].update(axes={"lr": 0.1})), words=["runs[0] has no valid 'axes'"]),
+    "results: a list where an object belongs": folder_case(edit_results(lambda r: r.update(config=[])), words=["no 'dataset' or 'config'"]),
+    "results: an epoch without numbers": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(test_acc="93")), words=["an epoch without its losses"]),
+    "results: a key that is a path": folder_case(edit_results(lambda r: r["runs"][0].update(key="../../x")), words=["runs[0] has no valid 'key'"]),
+    "results: a FIFO": folder_case(replace_results(lambda path: os.mkfifo(path)), words=["results.json is not a regular file"]),
+    "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is not a regular file"]),
+    "results: huge": folder_case(replace_results(lambda path: path.write_bytes(b" " * (65 * 2**20))), words=["results.json is larger than 64 MiB"]),
+    "misclassified: wrong types": folder_case(write("misclassified.json", b'{"bn": [{"index": "7"}]}'), words=["is not a normlab misclassified file"]),
+    "misclassified: a list": folder_case(write("misclassified.json", b'[1]'), words=["is not a normlab misclassified file"]),
+    "huge seed": option_case("--seed", str(2**63), words=["--seed 9223372036854775808 (with --seeds 1) is out of range"]),
+    "seed that overflows the epoch seeds": option_case("--seed", str(2**60), words=["is out of range"]),
+    "checkpoint truncated": folder_case(truncate_checkpoint, words=["cannot load checkpoint", "bn-seed1.pt", "delete it to retrain"]),
+    "checkpoint of another variant": folder_case(copy_checkpoint("gn2-seed1.pt", "bn-seed1.pt"), words=["bn-seed1.pt holds gn:2 seed 1, not bn seed 1", "delete it"]),
+    "checkpoint not a checkpoint": folder_case(write("checkpoints/gn2-seed1.pt", b"PK\x03\x04 nope"), words=["cannot load checkpoint", "gn2-seed1.pt"]),
 }
 
 
@@ -248,7 +281,8 @@ def test_resume_with_data_of_another_size_is_refused(finished_run, tmp_path, cap
     before = snapshot(run)
     assert run_cli(*BASE, "--data-dir", other, "--out", run, "--resume") == 2
     err = capsys.readouterr().err.strip()
-    assert "was run on 256 training and 64 test images, this data has 320 and 64" in err and "\n" not in err
+    assert "was run on other data (256 training and 64 test images" in err and "this data has 320 and 64" in err
+    assert "\n" not in err
     assert snapshot(run) == before
 
 

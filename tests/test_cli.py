@@ -25,7 +25,8 @@ def test_compare_writes_the_run_folder(run_dir, fashion_dir):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["normlab"] == "0.1.0" and results["dataset"] == "fashion-mnist"
     assert results["config"]["epochs"] == 2 and results["config"]["variants"] == ["bn", "gn:2"]
-    assert [r["variant"] for r in results["runs"]] == ["bn", "gn:2"]
+    assert results["schema"] == 2 and results["config"]["axes"] == {} and results["config"]["data_fingerprint"].startswith("sha256:")
+    assert [(r["key"], r["variant"], r["axes"], r["lr"]) for r in results["runs"]] == [("bn-seed1", "bn", {}, 0.1), ("gn2-seed1", "gn:2", {}, 0.1)]
     for run in results["runs"]:
         assert run["status"] == "done" and run["seed"] == 1 and 0 < run["params"] < 20_000
         assert [e["epoch"] for e in run["epochs"]] == [1, 2]
@@ -34,7 +35,7 @@ def test_compare_writes_the_run_folder(run_dir, fashion_dir):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert len(rows) == 2 * 2 * 2 and rows[0].keys() == {"variant", "seed", "epoch", "split", "loss", "accuracy"}
     assert (run_dir / "metrics.csv").read_text() == metrics_csv(results)
-    for name in ("bn.pt", "gn2.pt"):
+    for name in ("bn-seed1.pt", "gn2-seed1.pt"):
         state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
         assert "model" in state
 
@@ -80,3 +81,41 @@ def test_summary_command(capsys):
     assert run_cli("summary", "--dataset", "cifar10", "--norms", "bn,ln-elem") == 0
     out = capsys.readouterr().out
     assert "BatchNorm2d" in out and "LayerNorm" in out and "40,210" in out
+
+
+def test_every_command_that_trains_takes_every_trainconfig_field():
+    from dataclasses import fields
+    from normlab.cli import build_parser
+    from normlab.config import TrainConfig
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for command in ("compare", "train", "sweep"):
+        flags = {flag for action in commands[command]._actions for flag in action.option_strings}
+        for field in fields(TrainConfig):
+            assert "--" + field.name.replace("_", "-") in flags, (command, field.name)
+
+
+def test_help_and_input_errors_answer_without_torch():
+    code = ("import sys; from normlab.cli import main\n"
+            "for argv in (['compare', '--help'], ['sweep', '--epochs', '0'], ['train', '--norm', 'bn', '--seed', '-1']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--epochs 0 must be at least 1" in proc.stderr and "--seed -1 (with --seeds 1) is out of range" in proc.stderr
+
+
+def test_compare_takes_the_limits_and_the_library_returns_the_run(fashion_dir, tmp_path, capsys):
+    import normlab
+    assert run_cli("compare", "--norms", "gn:2", "--epochs", "1", "--train-limit", "64", "--test-limit", "32",
+                   "--batch-size", "16", "--data-dir", fashion_dir, "--out", tmp_path / "cli") == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("normlab: 1 run (1 variant x 1 seed) of fashion-mnist, 1 epoch each, into ")
+    run = normlab.train(norm="gn:2", epochs=1, train_limit=64, test_limit=32, batch_size=16, data_dir=fashion_dir,
+                        out=tmp_path / "lib")
+    assert isinstance(run, normlab.runs.Run) and run.config["train_size"] == 64 and run.config["test_size"] == 32
+    cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert cli["runs"][0]["final"] == run.runs[0]["final"], "the command line and the library train the same run"
+    with pytest.raises(normlab.errors.UserError, match="unknown option 'colour'"):
+        normlab.compare(norms="bn", colour="red")

@@ -126,12 +126,12 @@ def test_checkpoint_that_would_run_code_is_refused_on_resume(finished, tmp_path,
     args, out = finished
     marker = tmp_path / "pwned"
     torch.save({"model": RunsCode(os.system, f"touch {marker}"), "epochs": [], "status": "running"},
-               out / "checkpoints" / "gn2.pt")
+               out / "checkpoints" / "gn2-seed1.pt")
     capsys.readouterr()
     before = snapshot(out)
     assert run_cli(*args, "--resume") == 2
     err = capsys.readouterr().err.strip()
-    assert "refused checkpoint" in err and "gn2.pt" in err and "could run code" in err and "posix.system" in err, err
+    assert "refused checkpoint" in err and "gn2-seed1.pt" in err and "could run code" in err and "posix.system" in err, err
     assert "weights_only" not in err, "never advise loading it the unsafe way"
     assert "\n" not in err and "delete it to retrain that variant" in err
     assert not marker.exists()

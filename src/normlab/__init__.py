@@ -6,7 +6,9 @@
     run = normlab.compare(dataset="fashion-mnist", norms="bn,gn:4", epochs=3, out="runs/x")   # also train, sweep
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -22,3 +24,16 @@ def __getattr__(name):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name], __name__), name)
     raise AttributeError(f"module 'normlab' has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    """``normlab.train`` is the library function, not the module train.py: importing a submodule
+    sets it as an attribute of its package, which would hide the function after the first run.
+    The module stays importable (``from normlab.train import train_run``, sys.modules)."""
+
+    def __setattr__(self, name, value):
+        if not (isinstance(value, ModuleType) and _EXPORTS.get(name) == ".api"):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

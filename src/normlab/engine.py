@@ -155,7 +155,7 @@ def prepare_folder(exp: Experiment) -> dict | None:
         if not exp.overwrite:
             raise UserError(f"{out} already holds a run", "pass --resume to continue it, --overwrite to replace it, or choose another --out")
     elif exp.resume:
-        if not (out.is_dir() and holds_only_leftovers(out)):
+        if not (out.is_dir() and (out / CHECKPOINTS).is_dir() and holds_only_leftovers(out)):
             raise UserError(f"--resume: {out} holds no run to resume", "drop --resume to start a new run there")
         return None
     if out.is_dir() and not holds_only_leftovers(out):
@@ -170,20 +170,26 @@ def prepare_folder(exp: Experiment) -> dict | None:
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
-    keys = [k for k in wanted if k not in ("data_dir", "lr_rule")]
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "variants")]
     differs = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options, or start a new run with another --out")
+    before, now = saved["variants"], wanted["variants"]
+    if sorted(before) != sorted(now):
+        # Resuming with another list would drop the missing variants' results from results.json.
+        option = f"--norms {','.join(before)}" if len(before) > 1 else f"--norm {before[0]}"
+        raise UserError(f"{exp.out} was run with other variants ({', '.join(before)} -> {', '.join(now)})",
+                        f"resume with {option}, or start a new run with another --out")
 
 
-def check_resumed_inputs(previous: dict, exp: Experiment, data: str) -> None:
+def check_resumed_inputs(previous: dict, exp: Experiment, data: str, train, test) -> None:
     """The resumed run's data and checkpoints are the ones it was run with, before anything is written."""
     saved = previous["config"]
     if saved.get("data_fingerprint") != data:
-        raise UserError(f"{exp.out} was run on other data ({saved.get('train_size')} training and "
-                        f"{saved.get('test_size')} test images, fingerprint {str(saved.get('data_fingerprint'))[:19]}; "
-                        f"this data: {data[:19]})",
+        raise UserError(f"{exp.out} was run on other data ({saved.get('train_size')} training and {saved.get('test_size')} "
+                        f"test images, {str(saved.get('data_fingerprint'))[:19]}...; this data has {len(train)} and "
+                        f"{len(test)}, {data[:19]}...)",
                         "point --data-dir at the data it was run on, or start a new run with another --out")
     for spec in exp.specs():
         path = checkpoint_path(exp.out, spec.key)
@@ -237,7 +243,6 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     folder is still locked. Returns the results (also in ``exp.out``/results.json)."""
     check_experiment(exp)
     specs = exp.specs()
-    log(plan_line(exp, specs))
     cfg = exp.cfg
     train, test = load_splits(cfg.dataset, exp.data_dir)
     train, test = limit(train, cfg.train_limit), limit(test, cfg.test_limit)
@@ -247,8 +252,9 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     previous = prepare_folder(exp)
     data = fingerprint(train, test)
     if previous is not None:
-        check_resumed_inputs(previous, exp, data)
+        check_resumed_inputs(previous, exp, data, train, test)
     misclassified = read_misclassified(exp.out) if previous is not None else {}
+    log(plan_line(exp, specs))                 # every check passed; the first write comes next
     open_folder(exp)
     local = isinstance(exp.executor, LocalExecutor)
     results = {
