@@ -286,6 +286,31 @@ def test_resume_with_data_of_another_size_is_refused(finished_run, tmp_path, cap
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_resume_on_other_data_of_the_same_size_is_refused(command, tmp_path, capsys):
+    """Same number of images, other images: the data fingerprint tells them apart (compare and sweep)."""
+    data = make_idx_dataset(tmp_path / "data", n_train=64, n_test=32, seed=0)
+    other = make_idx_dataset(tmp_path / "other", n_train=64, n_test=32, seed=1)
+    out = tmp_path / "run"
+    args = [command, "--dataset", "mnist", "--norms", "gn:2", "--epochs", "1", "--seeds", "1",
+            *(["--batch-sizes", "16"] if command == "sweep" else ["--batch-size", "16"]), "--out", out]
+    assert run_cli(*args, "--data-dir", data) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert run_cli(*args, "--data-dir", other, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "was run on other data (64 training and 32 test images" in err and "this data has 64 and 32" in err
+    assert "\n" not in err and snapshot(out) == before
+
+
+def test_an_empty_test_set_is_one_line(tmp_path, capsys):
+    data = make_idx_dataset(tmp_path / "data", n_train=64, n_test=0)
+    assert run_cli("train", "--norm", "gn:2", "--dataset", "mnist", "--epochs", "1", "--data-dir", data,
+                   "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert "the test set of mnist is empty" in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def unwritable(tmp_path):
     """Make a folder unwritable, also for root (who ignores permission bits): chattr +i."""

@@ -79,9 +79,9 @@ def files(folder):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds a file's name from its descriptor in /proc")
 @pytest.mark.parametrize("name, nth, error, where, kept", [
-    ("gn2.pt", 1, errno.ENOSPC, "fsync", "bn.pt"),              # the disk fills while saving a checkpoint
+    ("gn2-seed1.pt", 1, errno.ENOSPC, "fsync", "bn-seed1.pt"),              # the disk fills while saving a checkpoint
     ("results.json", 4, errno.ENOSPC, "fsync", "results.json"),   # ... while saving results
-    ("misclassified.json", 1, errno.ENOSPC, "fsync", "bn.pt"),
+    ("misclassified.json", 1, errno.ENOSPC, "fsync", "bn-seed1.pt"),
     ("results.json", 3, errno.EACCES, "mkstemp", "results.json"),  # the folder stops being writable
 ], ids=["checkpoint-ENOSPC", "results-ENOSPC", "misclassified-ENOSPC", "results-EACCES"])
 def test_write_failure_mid_run_is_one_line_keeps_files_and_resumes(data, reference, tmp_path, capsys, monkeypatch,
@@ -100,7 +100,7 @@ def test_write_failure_mid_run_is_one_line_keeps_files_and_resumes(data, referen
     what, _, how = err.partition("; ")
     assert name in what or name.split(".")[0] in what
     assert "then continue with: normlab " in how and how.endswith("--resume"), err
-    assert storage.leftovers(out) == [], "the failed write removed its temp file"
+    assert storage.leftovers(out, out / "checkpoints") == [], "the failed write removed its temp file"
     results = json.loads((out / "results.json").read_text())    # still a whole, valid file
     assert len(results["runs"]) == 2 and ((out / kept).exists() or (out / "checkpoints" / kept).exists())
 
@@ -159,3 +159,54 @@ def test_disk_full_inside_torch_save_is_a_write_error(tmp_path, monkeypatch):
     with pytest.raises(storage.WriteError, match=r"bn.pt \(No space left on device\)"):
         storage.save_checkpoint(path, {"model": {"w": torch.zeros(10_000)}})
     assert path.read_bytes() == before and storage.leftovers(tmp_path) == []
+
+
+# ---- --overwrite removes only what normlab wrote (issue 13, item 1) --------------------------
+
+def test_overwrite_refuses_a_folder_of_the_users_and_deletes_nothing(data, tmp_path, capsys):
+    """The red-team repro: a folder with the user's photo.png and checkpoints/my.pt."""
+    out = tmp_path / "u"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "photo.png").write_text("x")
+    (out / "checkpoints" / "my.pt").write_text("w")
+    assert run_cli("train", "--norm", "ln", "--epochs", "1", "--dataset", "mnist", "--data-dir", data, "--out", out,
+                   "--overwrite") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--overwrite: " in err and "normlab deletes nothing else" in err and "\n" not in err, err
+    assert (out / "photo.png").read_text() == "x" and (out / "checkpoints" / "my.pt").read_text() == "w"
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "my.pt", "photo.png"]
+
+
+def test_overwrite_replaces_normlabs_files_and_keeps_the_users(data, tmp_path):
+    out = tmp_path / "u2"
+    sweep = ["sweep", "--batch-sizes", "16,32", "--norms", "gn:2", "--seeds", "1", "--epochs", "1", "--dataset", "mnist",
+             "--data-dir", data, "--out", out]
+    assert run_cli(*sweep) == 0
+    written = storage.read_manifest(out)
+    assert {"results.json", "metrics.csv", "checkpoints/b16-gn2-seed1.pt", "sweep.png"} <= written
+    # The user's files, among normlab's: a project with a temp file of its own, a photo, a checkpoint.
+    (out / "project" / "deep").mkdir(parents=True)
+    (out / "project" / "deep" / ".session.tmp").write_text("mine")
+    (out / "project" / ".notes.abcdefgh.tmp").write_text("mine too")
+    (out / "photo.png").write_text("x")
+    (out / "checkpoints" / "my.pt").write_text("w")
+    again = [a if a != "16,32" else "32" for a in sweep]              # another grid: --batch-sizes 32
+    assert run_cli(*again, "--overwrite") == 0
+    assert (out / "project" / "deep" / ".session.tmp").read_text() == "mine"
+    assert (out / "project" / ".notes.abcdefgh.tmp").read_text() == "mine too"
+    assert (out / "photo.png").read_text() == "x" and (out / "checkpoints" / "my.pt").read_text() == "w"
+    assert not (out / "checkpoints" / "b16-gn2-seed1.pt").exists(), "the old run's own checkpoint is gone"
+    assert json.loads((out / "results.json").read_text())["config"]["axes"] == {"batch_size": [32]}
+    assert "checkpoints/b16-gn2-seed1.pt" not in storage.read_manifest(out)
+
+
+def test_leftovers_are_only_normlabs_temp_files_in_the_folders_it_writes(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "deep").mkdir()
+    ours = [tmp_path / ".results.json.a1b2c3d4.tmp", tmp_path / "checkpoints" / ".bn-seed1.pt.zz_9xy0q.tmp"]
+    theirs = [tmp_path / ".session.tmp", tmp_path / "deep" / ".results.json.a1b2c3d4.tmp", tmp_path / "x.a1b2c3d4.tmp"]
+    for path in ours + theirs:
+        path.write_text("")
+    assert storage.leftovers(tmp_path, tmp_path / "checkpoints") == sorted(ours)
+    storage.remove_leftovers(tmp_path, tmp_path / "checkpoints")
+    assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)

@@ -9,9 +9,11 @@ numbers are bitwise repeatable on a CPU and the machine's other users keep their
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,8 @@ STEPS_PER_EPOCH = 256 // 32
 # streams are re-seeded from (seed, epoch), and bitwise-equal weights at the end prove it enough.
 CONFIG = ["--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "2", "--batch-size", "32", "--seeds", "2",
           "--dropout", "0.1"]
-TIMINGS = {"seconds", "started", "finished"}
+# Wall-clock times, and which process trained a run: what may differ between two processes.
+TIMINGS = {"seconds", "started", "finished", "cell_seconds", "pid"}
 
 
 def env(home: Path) -> dict:
@@ -247,14 +250,95 @@ def test_train_command_resumes_too(data, home, reference, tmp_path):
 
 def test_ctrl_c_before_anything_is_saved_says_to_start_again(data, tmp_path, monkeypatch, capsys):
     from conftest import run_cli
-    from normlab import experiment
+    from normlab import engine
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "load_splits", interrupted)
+    monkeypatch.setattr(engine, "load_splits", interrupted)
     out = tmp_path / "my run"
     assert run_cli("compare", "--dataset", "mnist", "--data-dir", data, "--out", out, "--overwrite") == 130
     said = capsys.readouterr().err.strip().splitlines()
     assert said[-2] == "interrupted before anything was saved. Start again with:"
     assert shlex.split(said[-1]) == ["normlab", "compare", "--dataset", "mnist", "--data-dir", str(data), "--out", str(out),
                                      "--overwrite"]
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (from /proc; Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_workers_die_with_the_driver_and_hold_the_lock_until_then(data, home, tmp_path):
+    from normlab.storage import folder_busy
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "normlab", "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "50",
+               "--batch-size", "32", "--workers", "2", "--data-dir", str(data), "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env(home)) as driver:
+        for line in driver.stdout:
+            if "epoch 1/50" in line:          # a worker has trained an epoch: both are up
+                break
+        workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2, workers
+        driver.kill()
+        driver.wait(timeout=30)
+        samples = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            living = [pid for pid in workers if alive(pid)]
+            samples.append((bool(living), folder_busy(out)))
+            if not living:
+                break
+            time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers), "the workers outlived the driver by 10 s"
+    assert all(busy for living, busy in samples if living), "the lock was free while a worker still wrote"
+    assert not folder_busy(out), "the lock is released once the last worker is gone"
+    proc = normlab(home, "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "50", "--batch-size", "32",
+                   "--data-dir", data, "--out", out, "--resume", "--epochs", "1")
+    assert_one_line_error(proc, "other settings (epochs 50 -> 1)")
+
+
+def test_sigterm_saves_and_says_how_to_continue(data, home, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "normlab", "compare", *map(str, CONFIG), "--data-dir", str(data), "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(home)) as process:
+        for line in process.stdout:
+            if "epoch 1/2" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        stderr = process.stderr.read()
+        process.wait(timeout=60)
+    assert process.returncode == 143, stderr
+    said = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and said[-2].startswith("terminated (SIGTERM); every finished epoch is saved in"), stderr
+    assert shlex.split(said[-1])[-1] == "--resume"
+    assert len(consistent_on_disk(out)["runs"][0]["epochs"]) >= 1 and temp_files(out) == []
+
+
+def test_a_failed_resume_leaves_results_json_as_it_was(data, home, reference, tmp_path):
+    """A finished run, one checkpoint lost, resumed on a disk that refuses the retrained one:
+    the error is one line, and results.json keeps every byte (its seconds and finished too)."""
+    import resource
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    (out / "checkpoints" / "gn2-seed2.pt").unlink()
+    before = (out / "results.json").read_bytes()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    proc = normlab(home, "compare", *CONFIG, "--data-dir", data, "--out", out, "--resume", preexec_fn=limit)
+    assert_one_line_error(proc, "cannot write", "gn2-seed2.pt")
+    assert (out / "results.json").read_bytes() == before
