@@ -250,7 +250,7 @@ def test_compare_with_two_workers_matches_one_after_another(data, tmp_path):
     assert run_cli(*args, "--out", tmp_path / "two", "--workers", "2") == 0
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
     strip = lambda run: {k: v for k, v in run.items() if k not in ("seconds", "epochs", "device", "host", "pid",
-                                                                  "threads", "cell_seconds", "worker")}
+                                                                  "threads", "worker")}
     assert [strip(r) for r in one["runs"]] == [strip(r) for r in two["runs"]]
     assert [[e["test_acc"] for e in r["epochs"]] for r in one["runs"]] == [[e["test_acc"] for e in r["epochs"]] for r in two["runs"]]
     assert {r["pid"] for r in two["runs"]}.isdisjoint({os.getpid()})

@@ -97,8 +97,9 @@ def worker_device(index: int, requested: str, gpu_count: int) -> str:
     return f"cuda:{index % gpu_count}"
 
 
-def train_cell(cell: Cell, train, test, device: str, on_epoch=None) -> CellResult:
-    """Train one cell with normlab's training loop; the record says where it ran and how long."""
+def train_cell(cell: Cell, train, test, device: str, worker=0, on_epoch=None) -> CellResult:
+    """Train one cell with normlab's training loop; the record says where it ran (from its
+    first epoch on, so a run killed after its last epoch has the record of one that was not)."""
     import torch
     from .config import TrainConfig
     from .train import resolve_device, train_run
@@ -106,11 +107,11 @@ def train_cell(cell: Cell, train, test, device: str, on_epoch=None) -> CellResul
 
     cfg = TrainConfig(**cell.cfg)
     variant = Variant.parse(cell.variant)
-    where = {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
-    started = time.perf_counter()
+    where = {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+             "worker": worker}
     if cell.checkpoint is not None:
-        outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
-                            checkpoint=Path(cell.checkpoint), label=cell.label, on_epoch=on_epoch)
+        outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device), checkpoint=Path(cell.checkpoint),
+                            label=cell.label, on_epoch=on_epoch and (lambda record: on_epoch({**record, **where})))
         saved = None
     else:
         with tempfile.TemporaryDirectory(prefix="normlab-cell-") as scratch:
@@ -120,9 +121,7 @@ def train_cell(cell: Cell, train, test, device: str, on_epoch=None) -> CellResul
             outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
                                 checkpoint=path, label=cell.label)
             saved = path.read_bytes() if path.exists() else None
-    record = {**outcome.record, **where,
-              "cell_seconds": round(time.perf_counter() - started, 3)}
-    result = CellResult(cell.key, record, saved)
+    result = CellResult(cell.key, {**outcome.record, **where}, saved)
     if cell.keep_predictions and outcome.final is not None:
         result.predictions = outcome.final.predictions.numpy()
         result.confidences = outcome.final.confidences.numpy()
@@ -182,9 +181,7 @@ def _start_worker(indices, train: PortableDataset, test: PortableDataset, reques
 
 
 def _worker_cell(cell: Cell) -> CellResult:
-    result = train_cell(cell, _WORKER["train"], _WORKER["test"], _WORKER["device"])
-    result.record["worker"] = _WORKER["index"]
-    return result
+    return train_cell(cell, _WORKER["train"], _WORKER["test"], _WORKER["device"], _WORKER["index"])
 
 
 @dataclass
@@ -213,8 +210,7 @@ class LocalExecutor:
             try:
                 for cell in cells:
                     report = (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
-                    result = train_cell(cell, train, test, device, report)
-                    result.record.update(worker=0)
+                    result = train_cell(cell, train, test, device, 0, report)
                     on_result(result)
             finally:
                 torch.set_num_threads(before)
@@ -262,9 +258,7 @@ def import_ray():
 def _ray_cell(cell: Cell, train: PortableDataset, test: PortableDataset, device: str, threads: int) -> CellResult:
     import ray
     quiet_worker(threads)
-    result = train_cell(cell, train.dataset(), test.dataset(), device)
-    result.record["worker"] = f"ray node {ray.get_runtime_context().get_node_id()[:8]}"
-    return result
+    return train_cell(cell, train.dataset(), test.dataset(), device, f"ray node {ray.get_runtime_context().get_node_id()[:8]}")
 
 
 @dataclass
