@@ -44,13 +44,13 @@ def sweep(out: Path, workers: int, opts, threads: int | None = None) -> dict:
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     results = json.loads((out / "results.json").read_text())
-    cells = [c["cell_seconds"] for c in results["cells"]]
+    cells = [c["seconds"] for c in results["runs"]]
     by_batch: dict[int, list[float]] = {}
-    for c in results["cells"]:
-        by_batch.setdefault(c["batch_size"], []).append(c["cell_seconds"])
-    longest = max(results["cells"], key=lambda c: c["cell_seconds"])
+    for c in results["runs"]:
+        by_batch.setdefault(c["axes"]["batch_size"], []).append(c["seconds"])
+    longest = max(results["runs"], key=lambda c: c["seconds"])
     return {"workers": workers, "threads_per_worker": threads or results["executor"].get("threads_per_worker") or
-            results["cells"][0]["threads"], "wall_seconds": round(wall, 2), "cells": len(cells),
+            results["runs"][0]["threads"], "wall_seconds": round(wall, 2), "cells": len(cells),
             "sum_cell_seconds": round(sum(cells), 2), "longest_cell_seconds": round(max(cells), 2),
             "longest_cell": longest["key"],
             "mean_cell_seconds_by_batch_size": {b: round(statistics.fmean(v), 2) for b, v in sorted(by_batch.items())},
