@@ -119,12 +119,14 @@ def test_json_has_the_designed_shape(capsys):
     assert run_cli("explain", "--json") == 0
     result = json.loads(capsys.readouterr().out)
     assert np.array(result["input"]).shape == (3, 4, 2, 2)
-    assert list(result["norms"]) == ["bn", "ln", "gn", "in"]
-    counts = {"bn": 4, "ln": 3, "gn": 6, "in": 12}
-    axes = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"]}
+    assert list(result["norms"]) == ["bn", "ln", "gn", "in", "brn", "frn"]
+    counts = {"bn": 4, "ln": 3, "gn": 6, "in": 12, "brn": 4, "frn": 12}
+    axes = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"], "brn": ["N", "H", "W"],
+            "frn": ["H", "W"]}
     for norm, entry in result["norms"].items():
         assert {"axes", "count", "mean", "var", "output", "params", "max_abs_diff_vs_torch"} <= set(entry)
-        assert entry["axes"] == axes[norm] and entry["count"] == counts[norm] and entry["params"] == 8
+        assert entry["axes"] == axes[norm] and entry["count"] == counts[norm]
+        assert entry["params"] == (12 if norm == "frn" else 8)     # FRN: weight, bias and tau per channel
         assert np.array(entry["output"]).shape == (3, 4, 2, 2)
         assert isinstance(entry["max_abs_diff_vs_torch"], float)
     assert result["eps"] == 1e-5 and "unbiased" in result["variance"]["bn_running_var"]
@@ -141,7 +143,7 @@ def test_text_and_markdown(capsys):
     assert run_cli("explain", "--markdown", "--seed", "4") == 0
     md = capsys.readouterr().out
     assert md.startswith("## How each normalization computes its statistics")
-    assert md.count("\n### ") == 4 and "| statistic | values | mean | var |" in md
+    assert md.count("\n### ") == 6 and "| statistic | values | mean | var |" in md
     assert f"| channel 0 | " in md and f"| {norms['bn']['mean'][0]:.6g} | {norms['bn']['var'][0]:.6g} |" in md
     assert "28.4%" in md and "arXiv:1803.08494" in md
     # Tables keep their columns: no row has more cells than its header.

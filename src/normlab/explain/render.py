@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 
 from . import practice, stats
-from .stats import EPS, ORDER
+from .stats import EPS
 
 FORMULA = "y = (x - mean) / sqrt(var + eps) * weight + bias"
 MAX_LISTED = 24  # values listed per statistic in text; --json has them all
@@ -23,21 +23,27 @@ def wrap(text: str, indent: str = "  ", hang: str = "    ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=hang, break_on_hyphens=False)
 
 
-def symbolic(norm: str) -> tuple[str, str]:
-    """The count and values-each rules in letters, e.g. ("N*G", "C/G*H*W")."""
-    return {"bn": ("C", "N*H*W"), "ln": ("N", "C*H*W"), "gn": ("N*G", "C/G*H*W"), "in": ("N*C", "H*W")}[norm]
-
-
 def summary_rows(e) -> list[dict]:
     n, c, h, w = e.shape.dims
     rows = []
-    for norm in ORDER:
+    for norm in e.worked:
         lay = stats.layout(norm, n, c, h, w, e.shape.groups)
-        count_rule, each_rule = symbolic(norm)
-        rows.append({"norm": f"{stats.NAMES[norm]} ({norm})", "per": stats.PER[norm], "over": stats.AXES_NOTE[norm],
+        count_rule, each_rule = stats.symbolic(norm)
+        rows.append({"norm": f"{stats.title(norm)} ({norm})", "per": stats.per_text(norm), "over": stats.axes_note(norm),
                      "count": f"{count_rule} = {lay['count']}", "each": f"{each_rule} = {lay['values_each']}",
-                     "params": f"2*C = {stats.params(norm, c, h, w)}"})
+                     "params": f"{stats.facts(norm).params_rule} = {stats.params(norm, c, h, w)}"})
     return rows
+
+
+def practice_notes(e) -> dict[str, str]:
+    """The GN paper's notes for bn, ln, gn, in; every other norm's from its registry facts."""
+    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
+    return {norm: notes.get(norm) or stats.facts(norm).note for norm in e.worked}
+
+
+def unknown_lines() -> list[str]:
+    return [f"{name}: explain does not know this norm (it was registered without explain facts), so it is not "
+            "worked here" for name in stats.unknown()]
 
 
 def grid(a: np.ndarray, fmt, indent: str = "  ") -> list[str]:
@@ -73,14 +79,14 @@ def values_text(s: stats.Statistic, per_plane: int, sep: str = " | ") -> str:
 def to_text(e) -> str:
     n, c, h, w = e.shape.dims
     g = e.shape.groups
-    out = [f"normlab explain: how BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute their statistics",
+    out = [f"normlab explain: how {', '.join(stats.title(norm) for norm in e.worked)} compute their statistics",
            "",
            *wrap(f"Input x: N={n} samples x C={c} channels x H={h} x W={w} pixels, integers {stats.INPUT_RANGE[0]}-"
                  f"{stats.INPUT_RANGE[1] - 1} drawn with seed {e.seed}; GroupNorm uses G={g} groups of C/G={c // g} "
                  "channels.", "", "  "),
            *grid(e.input, integer),
            "",
-           f"Every norm computes  {FORMULA}  with its own mean and var:",
+           f"BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute  {FORMULA}  with their own mean and var:",
            "  var is the biased variance sum((x - mean)^2) / m over the m values that share the mean (what PyTorch",
            f"  normalizes with); eps = {EPS:g}; weight = 1 and bias = 0 (PyTorch's initial values), so y is x normalized.",
            "  BatchNorm's running_var is updated with the unbiased variance sum((x - mean)^2) / (m - 1).",
@@ -94,20 +100,20 @@ def to_text(e) -> str:
     ln_elem = e.per_element_ln
     out += wrap(f"(nn.LayerNorm([C, H, W]) computes LayerNorm's statistics but has a weight and bias per element: "
                 f"2*C*H*W = {ln_elem['params']} parameters)", "  ", "   ")
-    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
-    for norm in ORDER:
-        worked, check = e.worked[norm], e.checks[norm]
+    notes = practice_notes(e)
+    for norm, worked in e.worked.items():
+        check, facts = e.checks[norm], stats.facts(norm)
         lay = stats.layout(norm, n, c, h, w, g)
-        out += ["", f"== {stats.NAMES[norm]} ({norm}): one mean and variance per {stats.PER[norm]}, over "
-                    f"{stats.AXES_NOTE[norm]}: {lay['count']} of each, {lay['values_each']} values each =="]
+        out += ["", f"== {stats.title(norm)} ({norm}): one mean and variance per {stats.per_text(norm)}, over "
+                    f"{stats.axes_note(norm)}: {lay['count']} of each, {lay['values_each']} values each =="]
         for s in worked.stats:
             m = len(s.values)
             out.append(f"  {s.label}: {values_text(s, h * w)}")
             out.append(f"      mean = {num(s.total)}/{m} = {num(s.mean)}   var = {num(s.squared_deviations)}/{m} = "
-                       f"{num(s.var)}   sqrt(var + eps) = {num(s.std)}")
-        out.append(f"  output y = (x - mean) / sqrt(var + eps):")
+                       f"{num(s.var)}   sqrt(var + eps) = {num(s.std)}   mean(x^2) = {num(s.mean_square)}")
+        out += wrap(f"output {facts.formula}:")
         out += grid(worked.output, fixed)
-        out.append(f"  learnable parameters: {stats.params(norm, c, h, w)} (a weight and a bias per channel)"
+        out.append(f"  learnable parameters: {stats.params(norm, c, h, w)} ({facts.params_rule})"
                    + ("; running_mean and running_var are buffers, not parameters" if norm == "bn" else ""))
         out += wrap(f"checked: PyTorch {check['torch_layer']} from make_norm({check['variant']!r}), training mode, "
                     f"float64: largest |difference| {check['max_abs_diff_vs_torch']:.2g}; parameters {check['params_torch']}")
@@ -128,7 +134,8 @@ def to_text(e) -> str:
                        f"{ln_elem['max_abs_diff_vs_torch']:.2g}, with {ln_elem['params_torch']} parameters instead of "
                        f"{stats.params('ln', c, h, w)}")
         out += wrap(f"in practice: {notes[norm]}")
-    out += [""] + wrap(practice.citation(), "", "  ")
+    out += [""] + [line for text in unknown_lines() for line in wrap(text, "", "  ")]
+    out += wrap(practice.citation(), "", "  ")
     return "\n".join(out) + "\n"
 
 
@@ -155,12 +162,12 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
     n, c, h, w = e.shape.dims
     g = e.shape.groups
     hx, hy = "#" * level, "#" * (level + 1)
-    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
+    notes = practice_notes(e)
     out = [f"{hx} How each normalization computes its statistics", "",
            f"A worked example, as the second seed did by hand: a batch of N={n} inputs with C={c} channels of "
            f"H x W = {h} x {w} pixels, integers drawn with seed {e.seed} (`{command_line(e)}` prints "
-           f"it; GroupNorm with G={g} groups). Every norm computes `{FORMULA}`; they differ only in which values "
-           f"share a mean and variance. `var` is the biased variance `sum((x - mean)^2) / m` (what PyTorch "
+           f"it; GroupNorm with G={g} groups). BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute `{FORMULA}`; "
+           f"they differ only in which values share a mean and variance. `var` is the biased variance `sum((x - mean)^2) / m` (what PyTorch "
            f"normalizes with), eps = {EPS:g}, weight = 1 and bias = 0 (PyTorch's initial values). BatchNorm's "
            f"running estimate uses the unbiased variance `sum((x - mean)^2) / (m - 1)`.", ""]
     if figure:
@@ -171,12 +178,12 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
     ln_elem = e.per_element_ln
     out += ["", f"`nn.LayerNorm([C, H, W])` (`ln-elem`) computes LayerNorm's statistics with a weight and bias per "
                 f"element: 2·C·H·W = {ln_elem['params']} parameters instead of {stats.params('ln', c, h, w)}.", ""]
-    for norm in ORDER:
-        worked, check = e.worked[norm], e.checks[norm]
+    for norm, worked in e.worked.items():
+        check = e.checks[norm]
         lay = stats.layout(norm, n, c, h, w, g)
-        out += [f"{hy} {stats.NAMES[norm]} (`{norm}`)", "",
-                f"One mean and variance per {stats.PER[norm]}, over {stats.AXES_NOTE[norm]}: "
-                f"{lay['count']} of each, over {lay['values_each']} values each.", "",
+        out += [f"{hy} {stats.title(norm)} (`{norm}`)", "",
+                f"One mean and variance per {stats.per_text(norm)}, over {stats.axes_note(norm)}: "
+                f"{lay['count']} of each, over {lay['values_each']} values each; `{stats.facts(norm).formula}`.", "",
                 "| statistic | values | mean | var |", "|---|---|---:|---:|"]
         out += [f"| {s.label} | {values_text(s, h * w, '; ')} | {num(s.mean)} | {num(s.var)} |" for s in worked.stats]
         out += ["", "Output y:", "", *md_grid(worked.output, lambda v: f"{v:.3f}"), ""]
@@ -189,5 +196,5 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
                         f"in evaluation mode it normalizes with these instead and the output moves by up to "
                         f"{ev['max_abs_change_vs_training']:.3g}.")
         out += [checked, "", f"In practice: {notes[norm]}", ""]
-    out += [practice.citation(), ""]
+    out += [text for line in unknown_lines() for text in (f"{line}.", "")] + [practice.citation(), ""]
     return "\n".join(out)
