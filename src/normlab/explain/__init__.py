@@ -31,6 +31,7 @@ class Explanation:
     checks: dict[str, dict]        # per norm: torch layer, its parameter count, max |difference|
     per_element_ln: dict           # LayerNorm([C, H, W]) beside LN
     batch_dependence: dict[str, float]
+    ws: tuple                      # the +ws worked kernel, its Worked standardization, its check
 
     def to_json(self) -> dict:
         from . import stats
@@ -61,6 +62,9 @@ class Explanation:
                          "bn_running_var": "unbiased: sum((x - mean)^2) / (m - 1)"},
             "input": self.input.astype(int).tolist(),
             "norms": norms,
+            "ws": {"kernel": self.ws[0].astype(int).tolist(), "axes": ["in", "kh", "kw"],
+                   "mean": [s.mean for s in self.ws[1].stats], "var": [s.var for s in self.ws[1].stats],
+                   "standardized": self.ws[1].output.tolist(), **self.ws[2]},
             "unknown": {name: "explain does not know this norm (registered without explain facts)" for name in stats.unknown()},
         }
 
@@ -73,8 +77,9 @@ def explain(shape: Shape = Shape(), seed: int = 1) -> Explanation:
     x = stats.draw_input(shape, seed)
     worked = {norm: stats.work(norm, x, shape) for norm in stats.order()}
     checks = {norm: check.check(norm, worked[norm], x, shape) for norm in worked}
+    kernel, ws = stats.work_ws(shape, seed)
     return Explanation(shape, seed, x, worked, checks, check.check_per_element_layernorm(worked["ln"], x, shape),
-                       stats.batch_dependence(x, shape, seed))
+                       stats.batch_dependence(x, shape, seed), (kernel, ws, check.check_ws(kernel, ws, x)))
 
 
 def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2,

@@ -10,6 +10,8 @@ from . import practice, stats
 from .stats import EPS
 
 FORMULA = "y = (x - mean) / sqrt(var + eps) * weight + bias"
+WS_NOTE = ("Qiao et al. 2019: with GroupNorm it matches BatchNorm at large batches and beats it at 1-2 images "
+           "per GPU; it normalizes weights, not activations, so it never depends on the batch.")
 MAX_LISTED = 24  # values listed per statistic in text; --json has them all
 WIDTH = 110
 
@@ -46,17 +48,17 @@ def unknown_lines() -> list[str]:
             "worked here" for name in stats.unknown()]
 
 
-def grid(a: np.ndarray, fmt, indent: str = "  ") -> list[str]:
+def grid(a: np.ndarray, fmt, indent: str = "  ", rows: str = "sample", columns: str = "channel") -> list[str]:
     """N x C x H x W as text: one block of H rows per sample, the channels side by side."""
     n_, c_, h_, w_ = a.shape
     cells = [[[" ".join(fmt(a[n, c, h, w]) for w in range(w_)) for h in range(h_)] for c in range(c_)] for n in range(n_)]
     width = max(max(len(row) for row in block) for sample in cells for block in sample)
-    width = max(width, len(f"channel {c_ - 1}"))
-    label = len(f"sample {n_ - 1}")
-    lines = [indent + " " * label + "   " + "   ".join(f"channel {c}".ljust(width) for c in range(c_))]
+    width = max(width, len(f"{columns} {c_ - 1}"))
+    label = len(f"{rows} {n_ - 1}")
+    lines = [indent + " " * label + "   " + "   ".join(f"{columns} {c}".ljust(width) for c in range(c_))]
     for n in range(n_):
         for h in range(h_):
-            name = f"sample {n}" if h == 0 else ""
+            name = f"{rows} {n}" if h == 0 else ""
             lines.append(indent + name.ljust(label) + "   " + "   ".join(cells[n][c][h].rjust(width) for c in range(c_)))
     return [line.rstrip() for line in lines]
 
@@ -134,6 +136,14 @@ def to_text(e) -> str:
                        f"{ln_elem['max_abs_diff_vs_torch']:.2g}, with {ln_elem['params_torch']} parameters instead of "
                        f"{stats.params('ln', c, h, w)}")
         out += wrap(f"in practice: {notes[norm]}")
+    kernel, ws, ws_check = e.ws
+    out += ["", f"== Weight Standardization (+ws, e.g. gn:8+ws): each conv kernel per output channel, over its "
+                f"{kernel[0].size} weights (in, kh, kw), before the convolution =="]
+    out += [f"  {s.label}: {values_text(s, kernel.shape[2] * kernel.shape[3])}\n      mean = {num(s.mean)}   "
+            f"var = {num(s.var)}   sqrt(var + eps) = {num(s.std)}" for s in ws.stats]
+    out += ["  standardized kernel (W - mean) / sqrt(var + eps):", *grid(ws.output, fixed, rows="out", columns="in")]
+    out += wrap(f"checked: {ws_check['torch_layer']} on x (padding 1) against a plain convolution with this kernel: "
+                f"largest |difference| {ws_check['max_abs_diff_vs_torch']:.2g}. {WS_NOTE}")
     out += [""] + [line for text in unknown_lines() for line in wrap(text, "", "  ")]
     out += wrap(practice.citation(), "", "  ")
     return "\n".join(out) + "\n"
@@ -196,5 +206,14 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
                         f"in evaluation mode it normalizes with these instead and the output moves by up to "
                         f"{ev['max_abs_change_vs_training']:.3g}.")
         out += [checked, "", f"In practice: {notes[norm]}", ""]
+    kernel, ws, ws_check = e.ws
+    out += [f"{hy} Weight Standardization (`+ws`)", "",
+            f"A modifier, not a norm (`gn:8+ws`): each output channel's conv kernel is standardized over its "
+            f"{kernel[0].size} weights (in, kh, kw) before the convolution. A kernel drawn with seed {e.seed} + 2:", "",
+            "| statistic | values | mean | var |", "|---|---|---:|---:|"]
+    out += [f"| {s.label} | {values_text(s, kernel.shape[2] * kernel.shape[3], '; ')} | {num(s.mean)} | {num(s.var)} |"
+            for s in ws.stats]
+    out += ["", f"Checked: `{ws_check['torch_layer']}` on x (padding 1) differs from a plain convolution with the "
+                f"kernel standardized here by at most {ws_check['max_abs_diff_vs_torch']:.2g}. {WS_NOTE}", ""]
     out += [text for line in unknown_lines() for text in (f"{line}.", "")] + [practice.citation(), ""]
     return "\n".join(out)

@@ -199,6 +199,20 @@ def work(norm: str, x: np.ndarray, shape: Shape) -> Worked:
     return Worked(norm, stats, out)
 
 
+WS_KERNEL = (2, 2, 2)  # the worked +ws kernel: 2 output channels, each C x 2 x 2
+
+
+def work_ws(shape: Shape, seed: int) -> tuple[np.ndarray, Worked]:
+    """+ws by hand: each output channel's kernel standardized over (in, kh, kw), which are
+    LayerNorm's planes with the output channel in the sample's place."""
+    out, kh, kw = WS_KERNEL
+    kernel = np.random.default_rng(seed + 2).integers(*INPUT_RANGE, size=(out, shape.channels, kh, kw)).astype(np.float64)
+    worked = work("ln", kernel, Shape(out, shape.channels, kh, kw, 1))
+    for o, s in enumerate(worked.stats):
+        s.label = f"output channel {o}"
+    return kernel, worked
+
+
 def running_after_one_step(bn: Worked) -> dict:
     """BatchNorm's running estimates after one training step from their initial 0 and 1:
     new = (1 - momentum) * old + momentum * batch statistic, with the UNBIASED batch variance."""
