@@ -123,6 +123,16 @@ def test_frn_replaces_the_relu_and_brn_is_a_batchnorm_at_eval():
     assert all(isinstance(m.norm, BatchRenorm2d) for m in build_model("brn", "cifar10") if hasattr(m, "norm"))
 
 
+@pytest.mark.parametrize("name", ["brn", "frn", "gn:8+ws"])
+def test_new_norms_train_under_bf16_autocast(name):
+    """CUDA runs autocast to bf16 (train.autocast); CPU autocast feeds the layers the same dtypes."""
+    model = build_model(name, "cifar10")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(torch.randn(4, 3, 32, 32))
+    y.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_the_seed_plans_stay_and_any_shape_gets_one(monkeypatch):
     assert count_params(build_model("bn", "cifar10")) == 40_210
     assert count_params(build_model("bn", "fashion-mnist")) == 19_378

@@ -8,6 +8,11 @@ import torch
 from torch import nn
 
 
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """x in at least float32: statistics of bf16 activations (autocast on CUDA) lose digits."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class BatchRenorm2d(nn.BatchNorm2d):
     """Ioffe 2017, "Batch Renormalization": in training y = (x - mu_B) / sigma_B * r + d with
     r = clip(sigma_B / sigma, 1/rmax, rmax) and d = clip((mu_B - mu) / sigma, -dmax, dmax),
@@ -25,8 +30,7 @@ class BatchRenorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        mean = x.mean((0, 2, 3))
-        var = x.var((0, 2, 3), unbiased=False)
+        mean, var = wide(x).mean((0, 2, 3)), wide(x).var((0, 2, 3), unbiased=False)
         std = (var + self.eps).sqrt()
         running_std = (self.running_var + self.eps).sqrt()
         r = (std.detach() / running_std).clamp(1 / self.rmax, self.rmax)
@@ -37,7 +41,7 @@ class BatchRenorm2d(nn.BatchNorm2d):
             self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
             self.num_batches_tracked += 1
         scale, shift = self.weight * r / std, self.bias + self.weight * (d - mean * r / std)
-        return x * scale[:, None, None] + shift[:, None, None]
+        return (x * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
 
 
 class FilterResponseNorm2d(nn.Module):
@@ -57,7 +61,7 @@ class FilterResponseNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eps = self.eps if self.eps_l is None else self.eps + self.eps_l.abs()
-        x = x * torch.rsqrt(x.pow(2).mean((2, 3), keepdim=True) + eps)
+        x = x * torch.rsqrt(wide(x).pow(2).mean((2, 3), keepdim=True) + eps).to(x.dtype)
         return torch.maximum(x * self.weight[:, None, None] + self.bias[:, None, None], self.tau[:, None, None])
 
     def extra_repr(self) -> str:

@@ -178,14 +178,14 @@ for _norm in [
     # A weight and bias per element: C*H*W each. Kept to show the seeds' parameter blow-up.
     Norm("ln-elem", lambda c, h, w, g: _nn().LayerNorm([c, *_need_size(h, w)]), "LayerNorm([C, H, W])",
          facts=Facts(("N",), params=lambda c, h, w: 2 * c * h * w, params_rule="2*C*H*W", shown_with="ln")),
-    Norm("brn", lambda c, h, w, g: _layers().BatchRenorm2d(c), "BatchRenorm", ("batchrenorm", "batch-renorm"), batch=True,
+    Norm("brn", lambda c, h, w, g: _layers().BatchRenorm2d(c, RMAX, DMAX), "BatchRenorm", ("batchrenorm", "batch-renorm"), batch=True,
          facts=Facts(("C",), f"y = (x - mean) / sqrt(var + eps) * r + d, r = clip(sqrt(var + eps) / sqrt(running_var + eps), "
                            f"1/{RMAX:g}, {RMAX:g}), d = clip((mean - running_mean) / sqrt(running_var + eps), -{DMAX:g}, {DMAX:g})",
                      _brn_hand,
                      note="BatchNorm's statistics, corrected toward the running estimates by r and d (held constant in "
                           "the backward pass), so training sees what evaluation will (Ioffe 2017, the fix for BN at "
                           "small or non-i.i.d. batches). Here running_mean 0 and running_var 1, their start values.")),
-    Norm("frn", lambda c, h, w, g: _layers().FilterResponseNorm2d(c), "FilterResponseNorm", ("filterresponsenorm",),
+    Norm("frn", lambda c, h, w, g: _layers().FilterResponseNorm2d(c, FRN_EPS), "FilterResponseNorm", ("filterresponsenorm",),
          relu=False,
          facts=Facts(("N", "C"), "y = max(x / sqrt(mean(x^2) + eps) * weight + bias, tau)",
                      lambda x, s: np.maximum(x / math.sqrt(s.mean_square + FRN_EPS), 0.0),
