@@ -119,7 +119,7 @@ def divisors(n: int) -> list[int]:
 
 def check_groups(variant, channels: int, where: str = "") -> None:
     if variant.groups and channels % variant.groups:
-        raise UserError(f"{variant} does not divide the {channels} channels{where}",
+        raise UserError(f"{variant.norm}:{variant.groups} does not divide the {channels} channels{where}",
                         f"use {variant.norm}:G with G one of {', '.join(map(str, divisors(channels)))}")
 
 
