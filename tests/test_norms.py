@@ -233,6 +233,8 @@ def test_a_user_model_builds_for_each_norm_and_trains(user_module, fashion_dir):
     assert gn[0].in_channels == 1 and gn[-1].out_features == 10
     ws = build_model("gn:2+ws", "fashion-mnist", model=user_module)
     assert sum(type(m) is WSConv2d for m in ws.modules()) == 4
+    md = explanation_markdown("fashion-mnist", ["bn", "gn:2"], 32, model=user_module)
+    assert "The net has 4 normalization layers" in md and "| 3.bn2 | 8x28x28 | 8 x 25,088 | 16 | 64 x 3,136 | 16 |" in md
     train, test = load_splits("fashion-mnist", fashion_dir)
     cfg = TrainConfig(dataset="fashion-mnist", epochs=1, batch_size=32, lr=0.05, seed=3, model=user_module, train_limit=256)
     for name in ("bn", "gn:2"):

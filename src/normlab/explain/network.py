@@ -8,7 +8,6 @@ import torch
 from ..data import dataset_info
 from ..models import build_model
 from .. import norms
-from ..norms import is_norm_layer
 from ..variants import Variant
 from . import stats
 
@@ -19,7 +18,7 @@ def norm_sites(variant: Variant, dataset: str, model: str | None = None) -> list
     model = build_model(variant, info.name, model=model).eval()
     sites, hooks = [], []
     for name, module in model.named_modules():
-        if is_norm_layer(module):
+        if hasattr(module, norms.TAG):   # built for the variant (a user model's own BatchNorm1d is not)
             def record(mod, inputs, _output, name=name):
                 _, c, h, w = inputs[0].shape
                 sites.append({"layer": name, "channels": c, "height": h, "width": w,
