@@ -15,8 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from .errors import UserError
 
 EPS = 1e-5                # PyTorch's default eps for BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
@@ -188,7 +186,7 @@ for _norm in [
     Norm("frn", lambda c, h, w, g: _layers().FilterResponseNorm2d(c, FRN_EPS), "FilterResponseNorm", ("filterresponsenorm",),
          relu=False,
          facts=Facts(("N", "C"), "y = max(x / sqrt(mean(x^2) + eps) * weight + bias, tau)",
-                     lambda x, s: np.maximum(x / math.sqrt(s.mean_square + FRN_EPS), 0.0),
+                     lambda x, s: (x / math.sqrt(s.mean_square + FRN_EPS)).clip(min=0.0),  # TLU, tau 0
                      lambda c, h, w: 3 * c, "3*C",
                      note=f"No mean is subtracted: each channel of each image is divided by its root mean square "
                           f"(eps {FRN_EPS:g}), and the TLU max(y, tau), tau learned (0 at start), replaces the ReLU "
