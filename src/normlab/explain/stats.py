@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
-
 from .. import norms
+from ..errors import UserError
 from ..norms import EPS
 
 MOMENTUM = 0.1      # BatchNorm2d's default weight of the newest batch in its running estimates
@@ -66,6 +65,7 @@ def symbolic(norm: str) -> tuple[str, str]:
     """The count and values-each rules in letters, e.g. ("N*G", "C/G*H*W")."""
     f = facts(norm)
     return "*".join(f.per), "*".join("C/G" if d == "C" and "G" in f.per else d for d in f.axes)
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -142,8 +142,9 @@ def member_planes(norm: str, shape: Shape) -> list[tuple[str, list[tuple[int, in
         if "G" in at:
             g = at["G"]
             label += f" (channels {g * size}-{g * size + size - 1})" if size > 1 else f" (channel {g})"
-        planes = [(n, c) for n in ranges["N"] for c in ranges["C"]
-                  if at.get("N", n) == n and at.get("C", c) == c and at.get("G", c // size) == c // size]
+        samples = [at["N"]] if "N" in at else ranges["N"]
+        channels = [at["C"]] if "C" in at else range(at["G"] * size, at["G"] * size + size) if "G" in at else ranges["C"]
+        planes = [(n, c) for n in samples for c in channels]
         out.append((label, planes))
     return out
 
