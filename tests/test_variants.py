@@ -21,6 +21,7 @@ from normlab.variants import DEFAULT_GROUPS, DEFAULT_L1, Variant, parse_variants
     ("frn", "frn", None, 0.0, "frn", "frn"),
     ("gn:8+ws", "gn", 8, 0.0, "gn:8+ws", "gn8-ws"),
     ("gn+l1=5e-5+ws", "gn", 4, 5e-5, "gn:4+ws+l1=5e-05", "gn4-ws-l1-5e-05"),   # modifiers in any order
+    ("none+l1=1e+30+ws", "none", None, 1e30, "none+ws+l1=1e+30", "none-ws-l1-1e+30"),  # "+" in an exponent
 ])
 def test_parse_and_names(text, norm, groups, l1, canonical, slug):
     v = Variant.parse(text)

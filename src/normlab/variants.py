@@ -35,7 +35,8 @@ class Variant:
     def parse(text: str) -> "Variant":
         spec = text.strip().lower()
         match = _PATTERN.match(spec)
-        mods = [_MODIFIER.match(m) for m in match["mods"].split("+")[1:]] if match else [None]
+        # "+" separates modifiers, except in an exponent: gn+l1=1e+30.
+        mods = [_MODIFIER.match(m) for m in re.split(r"(?<![0-9.]e)\+", match["mods"])[1:]] if match else [None]
         if not match or not all(mods):
             raise UserError(f"cannot read variant {text!r}", GRAMMAR)
         entry = norms.lookup(match["norm"])
