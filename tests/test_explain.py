@@ -69,6 +69,14 @@ def test_explained_numbers_match_numpy_and_torch(n, c, h, w, g, seed):
         for group, mean in zip(entry["groups"], entry["mean"]):
             assert len(group["values"]) == n * c * h * w // entry["count"] == entry["values_each"]
             assert abs(np.mean(group["values"]) - mean) < TOL
+    # Batch Renormalization at its first step (running mean 0, var 1) and FRN with its TLU at tau = 0.
+    _, bn_mean, bn_var = numpy_reference(x, "bn", g)
+    r = np.clip(np.sqrt(bn_var + EPS) / np.sqrt(1 + EPS), 1 / 3, 3)[None, :, None, None]
+    d = np.clip(bn_mean / np.sqrt(1 + EPS), -5, 5)[None, :, None, None]
+    np.testing.assert_allclose(result["norms"]["brn"]["output"], numpy_reference(x, "bn", g)[0] * r + d, atol=TOL, rtol=0)
+    frn = np.maximum(x / np.sqrt((x ** 2).mean(axis=(2, 3), keepdims=True) + 1e-6), 0)
+    np.testing.assert_allclose(result["norms"]["frn"]["output"], frn, atol=TOL, rtol=0)
+    assert max(result["norms"][k]["max_abs_diff_vs_torch"] for k in ("brn", "frn")) < 1e-12
     per_element = result["norms"]["ln"]["per_element"]
     assert per_element["params"] == per_element["params_torch"] == 2 * c * h * w
     assert per_element["max_abs_diff_vs_torch"] < 1e-12
@@ -119,12 +127,14 @@ def test_json_has_the_designed_shape(capsys):
     assert run_cli("explain", "--json") == 0
     result = json.loads(capsys.readouterr().out)
     assert np.array(result["input"]).shape == (3, 4, 2, 2)
-    assert list(result["norms"]) == ["bn", "ln", "gn", "in"]
-    counts = {"bn": 4, "ln": 3, "gn": 6, "in": 12}
-    axes = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"]}
+    assert list(result["norms"]) == ["bn", "ln", "gn", "in", "brn", "frn"]
+    counts = {"bn": 4, "ln": 3, "gn": 6, "in": 12, "brn": 4, "frn": 12}
+    axes = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"], "brn": ["N", "H", "W"],
+            "frn": ["H", "W"]}
     for norm, entry in result["norms"].items():
         assert {"axes", "count", "mean", "var", "output", "params", "max_abs_diff_vs_torch"} <= set(entry)
-        assert entry["axes"] == axes[norm] and entry["count"] == counts[norm] and entry["params"] == 8
+        assert entry["axes"] == axes[norm] and entry["count"] == counts[norm]
+        assert entry["params"] == (12 if norm == "frn" else 8)     # FRN: weight, bias and tau per channel
         assert np.array(entry["output"]).shape == (3, 4, 2, 2)
         assert isinstance(entry["max_abs_diff_vs_torch"], float)
     assert result["eps"] == 1e-5 and "unbiased" in result["variance"]["bn_running_var"]
@@ -141,7 +151,7 @@ def test_text_and_markdown(capsys):
     assert run_cli("explain", "--markdown", "--seed", "4") == 0
     md = capsys.readouterr().out
     assert md.startswith("## How each normalization computes its statistics")
-    assert md.count("\n### ") == 4 and "| statistic | values | mean | var |" in md
+    assert md.count("\n### ") == 7 and "| statistic | values | mean | var |" in md
     assert f"| channel 0 | " in md and f"| {norms['bn']['mean'][0]:.6g} | {norms['bn']['var'][0]:.6g} |" in md
     assert "28.4%" in md and "arXiv:1803.08494" in md
     # Tables keep their columns: no row has more cells than its header.
@@ -223,3 +233,15 @@ def test_report_section_counts_the_runs_own_net(dataset, variants, batch):
     assert f"batch size {batch}" in md and "| C1.norm |" in md and "| all norm layers |" in md
     first = table["columns"][next(iter(table["columns"]))][0]
     assert f"{first['count']:,} x {first['values_each']:,}" in md
+
+
+@pytest.mark.parametrize("c, seed", [(4, 1), (6, 3)])
+def test_weight_standardization_is_worked_and_checked(c, seed):
+    ws = explain(Shape(2, c, 2, 2, 2), seed).to_json()["ws"]
+    kernel = np.array(ws["kernel"], dtype=np.float64)
+    assert kernel.shape == (2, c, 2, 2)
+    mean = kernel.mean(axis=(1, 2, 3), keepdims=True)
+    var = kernel.var(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(ws["mean"], mean.ravel(), atol=TOL, rtol=0)
+    np.testing.assert_allclose(ws["standardized"], (kernel - mean) / np.sqrt(var + EPS), atol=1e-12, rtol=0)
+    assert ws["max_abs_diff_vs_torch"] < 1e-12 and ws["axes"] == ["in", "kh", "kw"]

@@ -15,16 +15,24 @@ from normlab.variants import DEFAULT_GROUPS, DEFAULT_L1, Variant, parse_variants
     ("bn+l1", "bn", None, DEFAULT_L1, "bn+l1", "bn-l1"),
     ("gn:4+l1=5e-5", "gn", 4, 5e-5, "gn:4+l1=5e-05", "gn4-l1-5e-05"),
     (" BN+L1 ", "bn", None, DEFAULT_L1, "bn+l1", "bn-l1"),
+    ("batchnorm", "bn", None, 0.0, "bn", "bn"),                       # aliases name the same entry
+    ("GroupNorm:8+l1", "gn", 8, DEFAULT_L1, "gn:8+l1", "gn8-l1"),
+    ("brn", "brn", None, 0.0, "brn", "brn"),
+    ("frn", "frn", None, 0.0, "frn", "frn"),
+    ("gn:8+ws", "gn", 8, 0.0, "gn:8+ws", "gn8-ws"),
+    ("gn+l1=5e-5+ws", "gn", 4, 5e-5, "gn:4+ws+l1=5e-05", "gn4-ws-l1-5e-05"),   # modifiers in any order
+    ("none+l1=1e+30+ws", "none", None, 1e30, "none+ws+l1=1e+30", "none-ws-l1-1e+30"),  # "+" in an exponent
 ])
 def test_parse_and_names(text, norm, groups, l1, canonical, slug):
     v = Variant.parse(text)
-    assert (v.norm, v.groups, v.l1) == (norm, groups, l1)
+    assert (v.norm, v.groups, v.l1, v.ws) == (norm, groups, l1, "+ws" in canonical)
     assert str(v) == canonical and v.slug == slug
     assert Variant.parse(str(v)) == v
 
 
 @pytest.mark.parametrize("text, words", [
-    ("batchnorm", "unknown norm"),
+    ("batchnorms", r"unknown norm 'batchnorms'; choose one of bn, ln, gn, in, ln-elem, brn, frn, none"),
+    ("bn+ws=2", "cannot read variant"),
     ("bn:4", "only gn takes a group count"),
     ("gn:0", "not a positive integer"),
     ("gn:x", "not a positive integer"),
@@ -44,3 +52,8 @@ def test_parse_list_refuses_duplicates():
         parse_variants("gn,gn:4")
     with pytest.raises(UserError, match="no variants"):
         parse_variants(" , ")
+
+
+def test_batch_dependence_and_conv_bias_come_from_the_registry():
+    assert [Variant.parse(n).depends_on_batch for n in ("bn", "brn", "gn", "ln", "in", "frn")] == [True, True] + [False] * 4
+    assert not Variant.parse("none").normalizes and Variant.parse("frn").normalizes

@@ -1,6 +1,6 @@
 """normlab: how normalization layers change how a small CNN trains.
 
-    from normlab import Variant, build_model, load_dataset, load_run
+    from normlab import Variant, build_model, convert, register_norm, load_dataset, load_run
     from normlab import plot_curves, plot_misclassified, write_report
     from normlab import compare_pairs, plot_sweep
     run = normlab.compare(dataset="fashion-mnist", norms="bn,gn:4", epochs=3, out="runs/x")   # also train, sweep
@@ -13,7 +13,8 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 # Imported on first use, so `normlab --help` and input errors answer without loading PyTorch.
-_EXPORTS = {"Variant": ".variants", "build_model": ".models", "load_dataset": ".data", "load_run": ".runs",
+_EXPORTS = {"Variant": ".variants", "build_model": ".models", "convert": ".models",
+            "register_norm": ".norms", "load_dataset": ".data", "load_run": ".runs",
             "TrainConfig": ".config", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
             "write_report": ".report.build", "compare_pairs": ".stats", "plot_sweep": ".report.sweep",
             "compare": ".api", "train": ".api", "sweep": ".api"}

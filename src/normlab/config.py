@@ -41,6 +41,7 @@ class TrainConfig:
     train_limit: int | None = option(None, "use only the first N training images (10,000 with --quick)")
     test_limit: int | None = option(None, "use only the first N test images (2,000 with --quick)")
     device: str = option("auto", "auto (CUDA when there is one), cpu or cuda")
+    model: str | None = option(None, "your own net, pkg.module:function taking (norm_layer, in_channels, num_classes)")
 
     def validate(self) -> None:
         checks = [

@@ -118,7 +118,7 @@ def check_experiment(exp: Experiment) -> None:
         resolve_device(exp.cfg.device)         # a Ray cluster's GPUs need not be visible here
     train_size = min(dataset_info(exp.cfg.dataset).train_size, exp.cfg.train_limit or 10**9)
     for variant in exp.variants:
-        build_model(variant, exp.cfg.dataset)  # refuses a group count that does not divide the widths
+        build_model(variant, exp.cfg.dataset, model=exp.cfg.model)  # refuses a group count that does not divide the widths
     check_sizes(exp, train_size)
 
 

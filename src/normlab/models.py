@@ -3,11 +3,18 @@
 Both follow the first seed's plan, C1 C2 c3 P1 C4 C5 C6 c7 P2 C8 C9 C10 GAP c11: 3x3 conv
 blocks (conv -> norm -> ReLU), 1x1 "transition" convs that shrink the channel count before each
 max-pool, global average pooling and a 1x1 conv as classifier. Widths are multiples of 8 so
-gn:1, 2, 4 and 8 are all valid. The net is chosen by the input shape.
+gn:1, 2, 4 and 8 are all valid. The net is chosen by the input shape; other shapes get the
+same plan with as many pools as bring the image to about 8x8.
+
+Your own model: ``build_model(v, dataset, model="pkg.module:function")`` calls
+``function(norm_layer, in_channels, num_classes)``, ``norm_layer(channels)`` returning the
+variant's layer (torchvision's and timm's convention). ``convert(model, "gn:8")`` swaps the
+BatchNorm2d layers of any model.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections import OrderedDict
 
@@ -15,7 +22,9 @@ from torch import nn
 
 from .data.catalog import dataset_info
 from .errors import UserError
-from .norms import divisors, make_norm
+from . import norms
+from .layers import WSConv2d
+from .norms import make_norm
 from .variants import Variant
 
 # ("C", out): 3x3 conv block; ("t", out): 1x1 transition conv; ("P",): 2x2 max-pool.
@@ -34,14 +43,27 @@ MNIST_PLAN = [("C", 8), ("C", 16), ("t", 8), ("P",),
 PLANS = {(3, 32, 32): CIFAR_PLAN, (1, 28, 28): MNIST_PLAN}
 
 
+def plan_for(shape: tuple[int, int, int]) -> list[tuple]:
+    """The seed plan for ``shape``: the two seed nets as they are; any other image gets the
+    CIFAR plan (MNIST's for one channel) with its middle stage repeated or dropped so that the
+    pools bring the image closest to 8x8 (64x64: three pools; 40x40: two, to 10x10)."""
+    if tuple(shape) in PLANS:
+        return PLANS[tuple(shape)]
+    base = MNIST_PLAN if shape[0] == 1 else CIFAR_PLAN
+    first, middle = base[:base.index(("P",)) + 1], base[base.index(("P",)) + 1:-3]
+    pools = max(0, round(math.log2(min(shape[1:]) / 8)))
+    return (first + middle * (pools - 1) if pools else []) + base[-3:]
+
+
 class ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int, variant: Variant, height: int, width: int, dropout: float):
         layers = OrderedDict(
             # A conv followed by a norm needs no bias: the norm's shift (or mean removal) absorbs it.
-            conv=nn.Conv2d(cin, cout, 3, padding=1, bias=not variant.normalizes),
+            conv=(WSConv2d if variant.ws else nn.Conv2d)(cin, cout, 3, padding=1, bias=not variant.normalizes),
             norm=make_norm(variant, cout, height, width),
-            relu=nn.ReLU(inplace=True),
         )
+        if norms.lookup(variant.norm).relu:
+            layers["relu"] = nn.ReLU(inplace=True)
         if dropout:
             # Dropout2d drops whole channels: N*C random draws instead of N*C*H*W, which on a
             # CPU is the difference between 1% and 35% of the step time, for the same purpose.
@@ -53,9 +75,7 @@ class NormNet(nn.Sequential):
     """Logits for a batch of normalized images; layers named after the seed's C1..c11 plan."""
 
     def __init__(self, variant: Variant, input_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0):
-        plan = PLANS.get(tuple(input_shape))
-        if plan is None:
-            raise UserError(f"no model for input shape {tuple(input_shape)}", f"use one of {', '.join(map(str, PLANS))}")
+        plan = plan_for(input_shape)
         check_groups(variant, plan)
         channels, height, width = input_shape
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -82,22 +102,102 @@ class NormNet(nn.Sequential):
 
 
 def check_groups(variant: Variant, plan) -> None:
-    if variant.norm != "gn":
+    if not variant.groups:
         return
     widths = [step[1] for step in plan if step[0] == "C"]
     common = math.gcd(*widths)
     if common % variant.groups:
         raise UserError(
-            f"gn:{variant.groups} does not divide every layer's channel count ({', '.join(map(str, sorted(set(widths))))})",
-            f"use gn:G with G one of {', '.join(map(str, divisors(common)))}",
+            f"{variant.norm}:{variant.groups} does not divide every layer's channel count ({', '.join(map(str, sorted(set(widths))))})",
+            f"use {variant.norm}:G with G one of {', '.join(map(str, norms.divisors(common)))}",
         )
 
 
-def build_model(variant: Variant | str, dataset: str = "cifar10", dropout: float = 0.0) -> NormNet:
-    """A fresh model for ``dataset`` (a catalog name) with the variant's normalization."""
+class _Misfit(nn.Identity):
+    """Stands where a norm_layer(channels) the group count does not divide was asked for, until the
+    model is built and the layer's name is known for the error."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+
+def norm_layer_for(variant: Variant):
+    """``norm_layer(num_channels)`` for a user's model: the variant's layer."""
+    def norm_layer(num_channels: int, *args, **kwargs) -> nn.Module:
+        if variant.groups and num_channels % variant.groups:
+            return _Misfit(num_channels)
+        return make_norm(variant, num_channels)
+    return norm_layer
+
+
+def load_model_function(spec: str):
+    """``pkg.module:function`` -> the function, every failure in one line."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"--model {spec!r} is not module:function", "write e.g. --model mypackage.nets:resnet_tiny")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's code: any failure to import is their input, in one line
+        raise UserError(f"cannot import {module_name!r} for --model {spec} ({type(exc).__name__}: {exc})",
+                        "check the module is on PYTHONPATH (or in the current folder) and imports cleanly") from None
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise UserError(f"module {module_name!r} has no function {attr!r} (--model {spec})",
+                        "name a function taking (norm_layer, in_channels, num_classes)")
+    return function
+
+
+def user_model(spec: str, variant: Variant, in_channels: int, num_classes: int) -> nn.Module:
+    model = load_model_function(spec)(norm_layer_for(variant), in_channels, num_classes)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--model {spec} returned {type(model).__name__}, not an nn.Module",
+                        "return the model built from (norm_layer, in_channels, num_classes)")
+    for path, module in model.named_modules():
+        if isinstance(module, _Misfit):
+            norms.check_groups(variant, module.channels, f" of layer {path} in --model {spec}")
+    if variant.ws:
+        swap(model, lambda m: type(m) is nn.Conv2d, lambda path, conv: WSConv2d.from_conv(conv))
+    return model
+
+
+def swap(model: nn.Module, match, make) -> list[tuple[str, nn.Module, nn.Module]]:
+    """Replace, in place, every submodule ``match`` accepts by ``make(old)``; all are made before
+    any is set, so a refusal leaves the model as it was."""
+    found = [(path, module) for path, module in model.named_modules() if path and match(module)]
+    done = [(path, old, make(path, old)) for path, old in found]
+    for path, old, new in done:
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent), name, new)
+    return done
+
+
+def convert(model: nn.Module, variant: Variant | str) -> list[tuple[str, nn.Module, nn.Module]]:
+    """Swap every BatchNorm2d of ``model`` (BatchNorm1d and others stay) for the variant's layer,
+    in place, and with +ws every Conv2d for its weight-standardized form; returns (module path,
+    old, new) for each replacement. New norm layers start fresh (weight 1, bias 0): BatchNorm's
+    learned scale and shift were fitted to other statistics."""
+    variant = Variant.parse(variant) if isinstance(variant, str) else variant
+
+    def replace(path, old):
+        norms.check_groups(variant, old.num_features, f" of layer {path}")
+        like = old.running_mean if old.running_mean is not None else old.weight   # the device and dtype it had
+        return make_norm(variant, old.num_features).to(like)
+
+    done = swap(model, lambda m: type(m) is nn.BatchNorm2d, replace)
+    if variant.ws:
+        done += swap(model, lambda m: type(m) is nn.Conv2d, lambda path, conv: WSConv2d.from_conv(conv))
+    return done
+
+
+def build_model(variant: Variant | str, dataset: str = "cifar10", dropout: float = 0.0, model: str | None = None) -> nn.Module:
+    """A fresh model for ``dataset`` with the variant's normalization: the seed plan for its shape,
+    or ``model`` ("pkg.module:function") built with the variant's norm_layer."""
     if isinstance(variant, str):
         variant = Variant.parse(variant)
     info = dataset_info(dataset)
+    if model:
+        return user_model(model, variant, info.shape[0], len(info.classes))
     return NormNet(variant, info.shape, len(info.classes), dropout)
 
 

@@ -1,47 +1,196 @@
-"""The one place that turns a variant into a normalization layer.
+"""The norm registry: one entry per normalization, read by variants.py (names, aliases, group
+counts), models.py (the layer) and explain (the words and the hand computation). A new norm is
+one entry: `register_norm(...)` from user code, or a package's `normlab.norms` entry point.
 
-Every other module asks ``make_norm`` for a layer and never names a norm class, so a model
-called "gn:4" holds GroupNorm(4, C) and nothing else can slip in (the first seed's LayerNorm
-and GroupNorm nets were BatchNorm nets under other names).
+Every module asks ``make_norm`` for a layer and never names a norm class, so a model called
+"gn:4" holds GroupNorm(4, C) and nothing else can slip in (the first seed's LayerNorm and
+GroupNorm nets were BatchNorm nets under other names). No torch at import: variants read this
+to answer input errors before PyTorch loads.
 """
 
 from __future__ import annotations
 
-from torch import nn
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
 
 from .errors import UserError
-from .variants import Variant
+
+EPS = 1e-5                # PyTorch's default eps for BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
+FRN_EPS = 1e-6            # FilterResponseNorm2d's, the paper's
+RMAX, DMAX = 3.0, 5.0     # BatchRenorm2d's clips (layers.py says why they are fixed)
+WORDS = {"N": "sample", "C": "channel", "G": "group"}
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+ENTRY_POINTS = "normlab.norms"
 
 
-def make_norm(variant: Variant, channels: int, height: int, width: int) -> nn.Module:
-    """The layer that normalizes a (N, channels, height, width) activation for this variant."""
-    if variant.norm == "bn":
-        return nn.BatchNorm2d(channels)
-    if variant.norm == "gn":
-        if channels % variant.groups:
-            raise UserError(
-                f"{variant.groups} groups do not divide {channels} channels",
-                f"use a group count that divides {channels}: {', '.join(map(str, divisors(channels)))}",
-            )
-        return nn.GroupNorm(variant.groups, channels)
-    if variant.norm == "ln":
-        # One group: statistics over (C, H, W) of each sample, one weight and bias per channel,
-        # which is what "LayerNorm" means for conv nets (GN paper, section 3.1).
-        return nn.GroupNorm(1, channels)
-    if variant.norm == "ln-elem":
-        # A weight and bias per element: C*H*W each. Kept to show the seeds' parameter blow-up.
-        return nn.LayerNorm([channels, height, width])
-    if variant.norm == "in":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if variant.norm == "none":
-        return nn.Identity()
-    raise AssertionError(f"variants.py admitted a norm make_norm does not know: {variant.norm}")
+def _standardize(x, s):
+    return (x - s.mean) / s.std
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What explain needs to work a norm by hand. ``per``: the dimensions that index one
+    statistic (("C",) for BatchNorm, ("N", "G") for GroupNorm); every statistic covers whole
+    H x W planes. ``hand(x, statistic)``: the output for the values of one statistic, from its
+    mean, std = sqrt(var + eps) and mean_square, with weight 1 and bias 0 (PyTorch's initial values)."""
+    per: tuple[str, ...]
+    formula: str = "y = (x - mean) / sqrt(var + eps)"
+    hand: Callable = _standardize
+    params: Callable[[int, int, int], int] = lambda c, h, w: 2 * c
+    params_rule: str = "2*C"
+    note: str = ""            # what it means in practice, one or two sentences
+    shown_with: str = ""      # worked beside another norm rather than on its own (ln-elem beside ln)
+
+    @property
+    def axes(self) -> list[str]:
+        """What one mean averages over: every dimension that does not index it (C stays under G)."""
+        return [d for d in "NCHW" if d not in self.per]
+
+
+@dataclass(frozen=True)
+class Norm:
+    name: str
+    factory: Callable         # (channels, height, width, groups) -> nn.Module
+    title: str = ""
+    aliases: tuple[str, ...] = ()
+    groups: int | None = None  # the default group count of a norm that takes one (gn:G); None: takes none
+    batch: bool = False       # its training output depends on the other samples of the batch
+    normalizes: bool = True   # False for "none": convs keep their bias
+    relu: bool = True         # False: the layer ends in its own activation (FRN's TLU), no ReLU after it
+    facts: Facts | None = None
+
+
+NORMS: dict[str, Norm] = {}
+ALIASES: dict[str, str] = {}
+_plugins_loaded = False
+
+
+def register_norm(name: str, factory: Callable | None = None, *, replace: bool = False, **fields) -> Norm:
+    """Add a norm: ``factory(channels, height, width, groups) -> nn.Module`` and the Norm fields
+    (title, aliases, groups, batch, relu, facts). Without ``facts``, explain says it does not know it."""
+    norm = factory if isinstance(factory, Norm) else Norm(name, factory, **{"title": name, **fields})
+    if not NAME.match(norm.name):
+        raise UserError(f"cannot register norm {norm.name!r}", "use lower-case letters, digits, - and _, starting with a letter")
+    if not callable(norm.factory):
+        raise UserError(f"norm {norm.name!r} has no factory", "pass factory(channels, height, width, groups) -> nn.Module")
+    owners = {key: ALIASES.get(key, key) for key in (norm.name, *norm.aliases) if key in NORMS or key in ALIASES}
+    clash = {key: owner for key, owner in owners.items() if not (replace and owner == norm.name)}
+    if clash:
+        key, owner = next(iter(clash.items()))
+        raise UserError(f"norm name {key!r} is already taken by {owner!r}", "choose another name, or pass replace=True")
+    NORMS[norm.name] = norm
+    ALIASES.update({alias: norm.name for alias in norm.aliases})
+    return norm
+
+
+def load_plugins() -> None:
+    """Register the norms packages declare under the `normlab.norms` entry point group: each
+    entry's object is a Norm, or a factory registered under the entry's name."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINTS):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin is the user's input: say which, in one line
+            raise UserError(f"cannot load norm {ep.name!r} from entry point {ep.value} ({type(exc).__name__}: {exc})",
+                            "fix or uninstall the package that declares it") from None
+        if ep.name not in NORMS:
+            register_norm(ep.name, obj)
+
+
+def lookup(name: str) -> Norm:
+    load_plugins()
+    name = ALIASES.get(name, name)
+    if name not in NORMS:
+        raise UserError(f"unknown norm {name!r}", f"choose one of {', '.join(NORMS)}")
+    return NORMS[name]
 
 
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def is_norm_layer(module: nn.Module) -> bool:
-    """True for any layer make_norm can build (so reports can count norm parameters)."""
-    return isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+def check_groups(variant, channels: int, where: str = "") -> None:
+    if variant.groups and channels % variant.groups:
+        raise UserError(f"{variant.norm}:{variant.groups} does not divide the {channels} channels{where}",
+                        f"use {variant.norm}:G with G one of {', '.join(map(str, divisors(channels)))}")
+
+
+TAG = "normlab_norm"
+
+
+def make_norm(variant, channels: int, height: int | None = None, width: int | None = None):
+    """The layer that normalizes a (N, channels, height, width) activation for this variant."""
+    norm = lookup(variant.norm)
+    check_groups(variant, channels)
+    layer = norm.factory(channels, height, width, variant.groups)
+    if norm.normalizes:
+        setattr(layer, TAG, norm.name)  # so reports find the norm layers of any model, user norms included
+    return layer
+
+
+def is_norm_layer(module) -> bool:
+    from torch import nn
+    return hasattr(module, TAG) or isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+
+
+def _nn():
+    from torch import nn
+    return nn
+
+
+def _layers():
+    from . import layers
+    return layers
+
+
+def _need_size(h, w):
+    if h is None or w is None:
+        raise UserError("ln-elem needs each layer's height and width, which a user model's norm_layer(channels) "
+                        "does not give", "use ln (one weight and bias per channel) on your own model")
+    return [h, w]
+
+
+def _brn_hand(x, s):
+    sigma = math.sqrt(1.0 + EPS)      # the running estimates at their start: mean 0, var 1
+    r = min(max(s.std / sigma, 1 / RMAX), RMAX)
+    d = min(max(s.mean / sigma, -DMAX), DMAX)
+    return (x - s.mean) / s.std * r + d
+
+
+for _norm in [
+    Norm("bn", lambda c, h, w, g: _nn().BatchNorm2d(c), "BatchNorm", ("batchnorm",), batch=True,
+         facts=Facts(("C",))),
+    # One group: statistics over (C, H, W) of each sample, one weight and bias per channel, which
+    # is what "LayerNorm" means for conv nets (GN paper, section 3.1).
+    Norm("ln", lambda c, h, w, g: _nn().GroupNorm(1, c), "LayerNorm", ("layernorm",), facts=Facts(("N",))),
+    Norm("gn", lambda c, h, w, g: _nn().GroupNorm(g, c), "GroupNorm", ("groupnorm",), groups=4,
+         facts=Facts(("N", "G"))),
+    Norm("in", lambda c, h, w, g: _nn().InstanceNorm2d(c, affine=True), "InstanceNorm", ("instancenorm",),
+         facts=Facts(("N", "C"))),
+    # A weight and bias per element: C*H*W each. Kept to show the seeds' parameter blow-up.
+    Norm("ln-elem", lambda c, h, w, g: _nn().LayerNorm([c, *_need_size(h, w)]), "LayerNorm([C, H, W])",
+         facts=Facts(("N",), params=lambda c, h, w: 2 * c * h * w, params_rule="2*C*H*W", shown_with="ln")),
+    Norm("brn", lambda c, h, w, g: _layers().BatchRenorm2d(c, RMAX, DMAX), "BatchRenorm", ("batchrenorm", "batch-renorm"), batch=True,
+         facts=Facts(("C",), f"y = (x - mean) / sqrt(var + eps) * r + d, r = clip(sqrt(var + eps) / sqrt(running_var + eps), "
+                           f"1/{RMAX:g}, {RMAX:g}), d = clip((mean - running_mean) / sqrt(running_var + eps), -{DMAX:g}, {DMAX:g})",
+                     _brn_hand,
+                     note="BatchNorm's statistics, corrected toward the running estimates by r and d (held constant in "
+                          "the backward pass), so training sees what evaluation will (Ioffe 2017, the fix for BN at "
+                          "small or non-i.i.d. batches). Here running_mean 0 and running_var 1, their start values.")),
+    Norm("frn", lambda c, h, w, g: _layers().FilterResponseNorm2d(c, FRN_EPS), "FilterResponseNorm", ("filterresponsenorm",),
+         relu=False,
+         facts=Facts(("N", "C"), "y = max(x / sqrt(mean(x^2) + eps) * weight + bias, tau)",
+                     lambda x, s: (x / math.sqrt(s.mean_square + FRN_EPS)).clip(min=0.0),  # TLU, tau 0
+                     lambda c, h, w: 3 * c, "3*C",
+                     note=f"No mean is subtracted: each channel of each image is divided by its root mean square "
+                          f"(eps {FRN_EPS:g}), and the TLU max(y, tau), tau learned (0 at start), replaces the ReLU "
+                          "(Singh & Krishnan 2020). Independent of the batch.")),
+    Norm("none", lambda c, h, w, g: _nn().Identity(), "no normalization", ("identity",), normalizes=False),
+]:
+    register_norm(_norm.name, _norm)

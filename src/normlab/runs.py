@@ -207,7 +207,7 @@ class Run:
         if not path.exists():
             raise UserError(f"no checkpoint {path}", "train that variant first (normlab compare --resume finishes a run)")
         saved = load_checkpoint(path, map_location=device)
-        model = build_model(Variant.parse(variant), self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0))
+        model = build_model(Variant.parse(variant), self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0), self.config.get("model"))
         try:
             model.load_state_dict(saved["model"])
         except (RuntimeError, KeyError, TypeError, IndexError) as exc:

@@ -158,7 +158,7 @@ class Training:
     def __init__(self, variant: Variant, cfg: TrainConfig, device: torch.device, steps_per_epoch: int,
                  channels_last: bool = CHANNELS_LAST):
         self.variant, self.device = variant, device
-        self.model = build_model(variant, cfg.dataset, cfg.dropout).to(device)
+        self.model = build_model(variant, cfg.dataset, cfg.dropout, cfg.model).to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)

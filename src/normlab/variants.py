@@ -1,7 +1,9 @@
-"""A variant names one model configuration: which normalization, and whether L1 is added.
+"""A variant names one model configuration: which normalization, and its modifiers.
 
-Grammar: ``NORM[:GROUPS][+l1[=LAMBDA]]``, e.g. ``bn``, ``gn:8``, ``ln``, ``bn+l1``,
-``gn:4+l1=5e-5``. Only the names live here; which layer each name builds is ``norms.py``'s job.
+Grammar: ``NORM[:GROUPS][+ws][+l1[=LAMBDA]]``, e.g. ``bn``, ``gn:8``, ``ln``, ``bn+l1``,
+``gn:8+ws``, ``gn:4+l1=5e-5``. NORM is a name or alias of the norm registry (norms.py), which
+also says which norms take a group count; ``+ws`` standardizes the conv weights (Qiao et al.
+2019), ``+l1`` adds L1 on the weights to the loss.
 """
 
 from __future__ import annotations
@@ -10,21 +12,16 @@ import math
 import re
 from dataclasses import dataclass
 
+from . import norms
 from .errors import UserError
 
-NORMS = {
-    "bn": "BatchNorm: per channel, over the batch and all pixels",
-    "gn": "GroupNorm: per sample and group of channels, over the group's pixels",
-    "ln": "LayerNorm: per sample, over all channels and pixels (GroupNorm with 1 group)",
-    "ln-elem": "LayerNorm([C, H, W]) with a weight and bias per element (the seeds' version)",
-    "in": "InstanceNorm: per sample and channel, over its pixels",
-    "none": "no normalization",
-}
-DEFAULT_GROUPS = 4
+DEFAULT_GROUPS = norms.NORMS["gn"].groups  # gn without a count (the registry says)
 DEFAULT_L1 = 1e-5
 DEFAULT_VARIANTS = "bn,ln,gn,bn+l1"
+GRAMMAR = "write NORM[:GROUPS][+ws][+l1[=LAMBDA]], e.g. bn, gn:8, ln, bn+l1, gn:8+ws, gn:4+l1=5e-5"
 
-_PATTERN = re.compile(r"^(?P<norm>[a-z-]+)(?::(?P<groups>[^+]*))?(?:\+(?P<l1>l1)(?:=(?P<lam>.*))?)?$")
+_PATTERN = re.compile(r"^(?P<norm>[a-z][a-z0-9_-]*)(?::(?P<groups>[^+]*))?(?P<mods>(?:\+[^+]*)*)$")
+_MODIFIER = re.compile(r"^(?:(?P<ws>ws)|(?P<l1>l1)(?:=(?P<lam>.*))?)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -32,50 +29,50 @@ class Variant:
     norm: str
     groups: int | None = None
     l1: float = 0.0
+    ws: bool = False
 
     @staticmethod
     def parse(text: str) -> "Variant":
         spec = text.strip().lower()
         match = _PATTERN.match(spec)
-        if not match:
-            raise UserError(
-                f"cannot read variant {text!r}",
-                "write NORM[:GROUPS][+l1[=LAMBDA]], e.g. bn, gn:8, ln, bn+l1, gn:4+l1=5e-5",
-            )
-        norm = match["norm"]
-        if norm not in NORMS:
-            raise UserError(f"unknown norm {norm!r} in variant {text!r}", f"choose one of {', '.join(NORMS)}")
-        groups = None
+        # "+" separates modifiers, except in an exponent: gn+l1=1e+30.
+        mods = [_MODIFIER.match(m) for m in re.split(r"(?<![0-9.]e)\+", match["mods"])[1:]] if match else [None]
+        if not match or not all(mods):
+            raise UserError(f"cannot read variant {text!r}", GRAMMAR)
+        entry = norms.lookup(match["norm"])
+        norm, groups = entry.name, entry.groups
         if match["groups"] is not None:
-            if norm != "gn":
-                raise UserError(f"only gn takes a group count, not {norm!r} (in {text!r})", f"write {norm} or gn:{match['groups']}")
+            if entry.groups is None:
+                takers = [n.name for n in norms.NORMS.values() if n.groups]
+                raise UserError(f"only {', '.join(takers)} takes a group count, not {norm!r} (in {text!r})",
+                                f"write {norm} or {takers[0]}:{match['groups']}")
             if not match["groups"].isdigit() or int(match["groups"]) < 1:
-                raise UserError(f"group count {match['groups']!r} in {text!r} is not a positive integer", "write e.g. gn:4")
+                raise UserError(f"group count {match['groups']!r} in {text!r} is not a positive integer", f"write e.g. {norm}:4")
             groups = int(match["groups"])
-        elif norm == "gn":
-            groups = DEFAULT_GROUPS
-        l1 = 0.0
-        if match["l1"]:
-            l1 = DEFAULT_L1
-            if match["lam"] is not None:
-                try:
-                    l1 = float(match["lam"])
-                except ValueError:
-                    l1 = math.nan
-                if not (math.isfinite(l1) and l1 > 0):
-                    raise UserError(f"L1 strength {match['lam']!r} in {text!r} is not a positive number", "write e.g. bn+l1=1e-5")
-        return Variant(norm, groups, l1)
+        l1, ws = 0.0, False
+        for mod in mods:
+            ws = ws or bool(mod["ws"])
+            if mod["l1"]:
+                l1 = DEFAULT_L1
+                if mod["lam"] is not None:
+                    try:
+                        l1 = float(mod["lam"])
+                    except ValueError:
+                        l1 = math.nan
+                    if not (math.isfinite(l1) and l1 > 0):
+                        raise UserError(f"L1 strength {mod['lam']!r} in {text!r} is not a positive number", "write e.g. bn+l1=1e-5")
+        return Variant(norm, groups, l1, ws)
 
     @property
     def normalizes(self) -> bool:
-        return self.norm != "none"
+        return norms.lookup(self.norm).normalizes
 
     @property
     def depends_on_batch(self) -> bool:
-        return self.norm == "bn"
+        return norms.lookup(self.norm).batch
 
     def __str__(self) -> str:
-        text = self.norm if self.groups is None else f"{self.norm}:{self.groups}"
+        text = (self.norm if self.groups is None else f"{self.norm}:{self.groups}") + ("+ws" if self.ws else "")
         if self.l1:
             text += "+l1" if self.l1 == DEFAULT_L1 else f"+l1={self.l1:g}"
         return text
@@ -83,7 +80,7 @@ class Variant:
     @property
     def slug(self) -> str:
         """A file-name-safe form: ``gn:4+l1=5e-05`` -> ``gn4-l1-5e-05``."""
-        text = self.norm if self.groups is None else f"{self.norm}{self.groups}"
+        text = (self.norm if self.groups is None else f"{self.norm}{self.groups}") + ("-ws" if self.ws else "")
         if self.l1:
             text += "-l1" if self.l1 == DEFAULT_L1 else f"-l1-{self.l1:g}"
         return text

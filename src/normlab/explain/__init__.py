@@ -1,5 +1,6 @@
-"""How BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute their statistics, worked by
-hand on a small integer input and checked against the layers normlab's models hold.
+"""How each registered norm (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, BatchRenorm,
+FilterResponseNorm, ...) computes its statistics, worked by hand on a small integer input and
+checked against the layers normlab's models hold.
 
     from normlab.explain import explain, Shape
     e = explain(Shape(batch=3, channels=4, height=2, width=2, groups=2), seed=1)
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stats import EPS, ORDER, Shape, Worked
+from .stats import EPS, Shape, Worked
 
 __all__ = ["Shape", "Explanation", "explain", "explanation_markdown", "draw_figure"]
 
@@ -30,18 +31,20 @@ class Explanation:
     checks: dict[str, dict]        # per norm: torch layer, its parameter count, max |difference|
     per_element_ln: dict           # LayerNorm([C, H, W]) beside LN
     batch_dependence: dict[str, float]
+    ws: tuple                      # the +ws worked kernel, its Worked standardization, its check
 
     def to_json(self) -> dict:
         from . import stats
         n, c, h, w = self.shape.dims
         norms = {}
-        for norm in ORDER:
+        for norm in self.worked:
             worked, check = self.worked[norm], self.checks[norm]
             entry = {
-                "name": stats.NAMES[norm], "per": stats.PER[norm], "axes": stats.AXES[norm],
+                "name": stats.title(norm), "per": stats.per_text(norm), "axes": stats.facts(norm).axes,
+                "formula": stats.facts(norm).formula,
                 **stats.layout(norm, n, c, h, w, self.shape.groups),
                 "mean": [s.mean for s in worked.stats], "var": [s.var for s in worked.stats],
-                "std": [s.std for s in worked.stats],
+                "std": [s.std for s in worked.stats], "mean_square": [s.mean_square for s in worked.stats],
                 "groups": [{"label": s.label, "planes": [list(p) for p in s.planes], "values": s.values,
                             "sum": s.total, "mean": s.mean, "var": s.var} for s in worked.stats],
                 "output": worked.output.tolist(),
@@ -59,6 +62,10 @@ class Explanation:
                          "bn_running_var": "unbiased: sum((x - mean)^2) / (m - 1)"},
             "input": self.input.astype(int).tolist(),
             "norms": norms,
+            "ws": {"kernel": self.ws[0].astype(int).tolist(), "axes": ["in", "kh", "kw"],
+                   "mean": [s.mean for s in self.ws[1].stats], "var": [s.var for s in self.ws[1].stats],
+                   "standardized": self.ws[1].output.tolist(), **self.ws[2]},
+            "unknown": {name: "explain does not know this norm (registered without explain facts)" for name in stats.unknown()},
         }
 
 
@@ -68,16 +75,19 @@ def explain(shape: Shape = Shape(), seed: int = 1) -> Explanation:
     shape.check()
     stats.check_seed(seed)
     x = stats.draw_input(shape, seed)
-    worked = {norm: stats.work(norm, x, shape) for norm in ORDER}
-    checks = {norm: check.check(norm, worked[norm], x, shape) for norm in ORDER}
+    worked = {norm: stats.work(norm, x, shape) for norm in stats.order()}
+    checks = {norm: check.check(norm, worked[norm], x, shape) for norm in worked}
+    kernel, ws = stats.work_ws(shape, seed)
     return Explanation(shape, seed, x, worked, checks, check.check_per_element_layernorm(worked["ln"], x, shape),
-                       stats.batch_dependence(x, shape, seed))
+                       stats.batch_dependence(x, shape, seed), (kernel, ws, check.check_ws(kernel, ws, x)))
 
 
-def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2) -> str:
-    """The report's section: the worked default example, then a table for the run's own net."""
+def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2,
+                         model: str | None = None) -> str:
+    """The report's section: the worked default example, then a table for the run's own net
+    (``model``: the run's --model, if it brought its own)."""
     from .network import explanation_markdown as build
-    return build(dataset, variants, batch_size, figure, level)
+    return build(dataset, variants, batch_size, figure, level, model)
 
 
 def draw_figure(path, shape: Shape = Shape()) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..norms import make_norm
+from ..layers import WSConv2d
+from ..norms import lookup, make_norm
 from ..variants import Variant
 from . import stats
 
 
 def variant_for(norm: str, shape: stats.Shape) -> Variant:
-    return Variant.parse(f"gn:{shape.groups}" if norm == "gn" else norm)
+    return Variant.parse(f"{norm}:{shape.groups}" if lookup(norm).groups else norm)
 
 
 def build_layer(norm: str, shape: stats.Shape) -> torch.nn.Module:
@@ -64,3 +65,14 @@ def check_per_element_layernorm(ln: stats.Worked, x: np.ndarray, shape: stats.Sh
             "params": stats.params("ln-elem", channels, height, width),
             "params_torch": sum(p.numel() for p in layer.parameters()),
             "max_abs_diff_vs_torch": max_diff(run(layer, x), ln.output)}
+
+
+def check_ws(kernel: np.ndarray, worked: stats.Worked, x: np.ndarray) -> dict:
+    """The WSConv2d that +ws models hold, with the hand's kernel, against a plain convolution with
+    the hand-standardized kernel (padding 1): only the standardization can differ."""
+    out, cin, kh, kw = kernel.shape
+    conv = WSConv2d(cin, out, (kh, kw), padding=1, bias=False).to(torch.float64)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(kernel))
+        hand = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(worked.output), padding=1)
+    return {"torch_layer": repr(conv), "max_abs_diff_vs_torch": max_diff(run(conv, x), hand)}

@@ -97,8 +97,7 @@ def draw_cube(ax, ox: float, norm: str, shape: Shape) -> None:
 def caption(norm: str, shape: Shape) -> str:
     n, c, h, w = shape.dims
     lay = stats.layout(norm, n, c, h, w, shape.groups)
-    what = {"bn": "one per channel", "ln": "one per sample", "gn": f"one per sample and group (G = {shape.groups})",
-            "in": "one per sample and channel"}[norm]
+    what = f"one per {stats.per_text(norm)}" + (f" (G = {shape.groups})" if "G" in stats.facts(norm).per else "")
     return f"{lay['count']} means and variances,\n{what},\neach over {lay['values_each']} values"
 
 
@@ -118,7 +117,7 @@ def figure_png(shape: Shape = Shape()) -> bytes:
     for i, norm in enumerate(order):
         ox = i * step
         draw_cube(ax, ox, norm, shape)
-        ax.text(ox + (SIZE[0] + SIZE[2] * DEPTH_DIR[0]) / 2, top + 0.3, f"{stats.NAMES[norm]} ({norm})",
+        ax.text(ox + (SIZE[0] + SIZE[2] * DEPTH_DIR[0]) / 2, top + 0.3, f"{stats.title(norm)} ({norm})",
                 ha="center", va="bottom", fontsize=13, fontweight="bold")
         ax.text(ox + SIZE[0] / 2, -0.8, caption(norm, shape), ha="center", va="top", fontsize=10, color="#333333",
                 linespacing=1.35)

@@ -7,18 +7,18 @@ import torch
 
 from ..data import dataset_info
 from ..models import build_model
-from ..norms import is_norm_layer
+from .. import norms
 from ..variants import Variant
 from . import stats
 
 
-def norm_sites(variant: Variant, dataset: str) -> list[dict]:
+def norm_sites(variant: Variant, dataset: str, model: str | None = None) -> list[dict]:
     """Each norm layer of the variant's net: its name, the C x H x W it normalizes, its parameters."""
     info = dataset_info(dataset)
-    model = build_model(variant, info.name).eval()
+    model = build_model(variant, info.name, model=model).eval()
     sites, hooks = [], []
     for name, module in model.named_modules():
-        if is_norm_layer(module):
+        if hasattr(module, norms.TAG):   # built for the variant (a user model's own BatchNorm1d is not)
             def record(mod, inputs, _output, name=name):
                 _, c, h, w = inputs[0].shape
                 sites.append({"layer": name, "channels": c, "height": h, "width": w,
@@ -34,32 +34,32 @@ def norm_sites(variant: Variant, dataset: str) -> list[dict]:
 def norm_of(variant: Variant | str) -> Variant:
     """The variant without L1: bn and bn+l1 normalize the same way."""
     v = Variant.parse(variant) if isinstance(variant, str) else variant
-    return Variant(v.norm, v.groups)
+    return Variant(v.norm, v.groups, ws=v.ws)
 
 
-def net_table(dataset: str, variants, batch_size: int) -> dict:
+def net_table(dataset: str, variants, batch_size: int, model: str | None = None) -> dict:
     """Rows per norm layer, columns per distinct norm of the run (L1 variants fold into theirs)."""
-    norms = [v for v in dict.fromkeys(norm_of(v) for v in variants) if v.normalizes]
+    distinct = list(dict.fromkeys(norm_of(v) for v in variants))
     columns = {}
-    for v in norms:
-        cells = []
-        for site in norm_sites(v, dataset):
-            lay = stats.layout("ln" if v.norm == "ln-elem" else v.norm, batch_size, site["channels"], site["height"],
-                               site["width"], v.groups)
-            cells.append({**site, **lay})
-        columns[str(v)] = cells
+    for v in distinct:
+        if v.normalizes and norms.lookup(v.norm).facts:
+            columns[str(v)] = [{**site, **stats.layout(v.norm, batch_size, site["channels"], site["height"], site["width"],
+                                                       v.groups)} for site in norm_sites(v, dataset, model)]
     return {"dataset": dataset_info(dataset).title, "batch_size": batch_size, "columns": columns,
-            "without_norm": [str(v) for v in dict.fromkeys(norm_of(v) for v in variants) if not v.normalizes]}
+            "without_norm": [str(v) for v in distinct if not v.normalizes],
+            "unknown": [str(v) for v in distinct if v.normalizes and not norms.lookup(v.norm).facts]}
 
 
 def table_markdown(table: dict, level: int) -> str:
     columns = table["columns"]
     batch = table["batch_size"]
     out = [f"{'#' * level} In this run's net: {table['dataset']}, batch size {batch}", ""]
+    unknown = [f"`{n}`: explain does not know this norm (registered without explain facts), so its statistics "
+               "are not counted here." for n in table.get("unknown", [])]
     if not columns:
-        return "\n".join(out + ["No variant of this run normalizes, so there are no statistics to count.", ""])
+        return "\n".join(out + unknown + ["No variant of this run has statistics to count.", ""])
     first = next(iter(columns.values()))
-    out += [f"The net normalizes after each of its {len(first)} 3x3 convolutions. Per layer and training step "
+    out += [f"The net has {len(first)} normalization layers. Per layer and training step "
             f"(every training batch holds {batch} images: the last partial batch of an epoch is dropped), "
             "each norm computes this many means and variances, each over this many values, with these parameters:", ""]
     names = list(columns)
@@ -79,12 +79,13 @@ def table_markdown(table: dict, level: int) -> str:
                    "statistics per image whatever the batch, in training and in evaluation.")
     if table["without_norm"]:
         out.append(f"{', '.join(f'`{n}`' for n in table['without_norm'])}: no normalization layers.")
-    return "\n".join(out + [""])
+    return "\n".join(out + unknown + [""])
 
 
-def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2) -> str:
+def explanation_markdown(dataset: str, variants, batch_size: int, figure: str | None = None, level: int = 2,
+                         model: str | None = None) -> str:
     """(a) the worked default example, verified against PyTorch; (b) the table for the run's net.
     ``figure``: a path, relative to the report, of the picture ``draw_figure`` wrote, to embed."""
     from . import explain
     from .render import to_markdown
-    return to_markdown(explain(), level, figure) + "\n" + table_markdown(net_table(dataset, variants, batch_size), level + 1)
+    return to_markdown(explain(), level, figure) + "\n" + table_markdown(net_table(dataset, variants, batch_size, model), level + 1)

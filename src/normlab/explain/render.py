@@ -7,9 +7,11 @@ import textwrap
 import numpy as np
 
 from . import practice, stats
-from .stats import EPS, ORDER
+from .stats import EPS
 
 FORMULA = "y = (x - mean) / sqrt(var + eps) * weight + bias"
+WS_NOTE = ("Qiao et al. 2019: with GroupNorm it matches BatchNorm at large batches and beats it at 1-2 images "
+           "per GPU; it normalizes weights, not activations, so it never depends on the batch.")
 MAX_LISTED = 24  # values listed per statistic in text; --json has them all
 WIDTH = 110
 
@@ -23,34 +25,40 @@ def wrap(text: str, indent: str = "  ", hang: str = "    ") -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=hang, break_on_hyphens=False)
 
 
-def symbolic(norm: str) -> tuple[str, str]:
-    """The count and values-each rules in letters, e.g. ("N*G", "C/G*H*W")."""
-    return {"bn": ("C", "N*H*W"), "ln": ("N", "C*H*W"), "gn": ("N*G", "C/G*H*W"), "in": ("N*C", "H*W")}[norm]
-
-
 def summary_rows(e) -> list[dict]:
     n, c, h, w = e.shape.dims
     rows = []
-    for norm in ORDER:
+    for norm in e.worked:
         lay = stats.layout(norm, n, c, h, w, e.shape.groups)
-        count_rule, each_rule = symbolic(norm)
-        rows.append({"norm": f"{stats.NAMES[norm]} ({norm})", "per": stats.PER[norm], "over": stats.AXES_NOTE[norm],
+        count_rule, each_rule = stats.symbolic(norm)
+        rows.append({"norm": f"{stats.title(norm)} ({norm})", "per": stats.per_text(norm), "over": stats.axes_note(norm),
                      "count": f"{count_rule} = {lay['count']}", "each": f"{each_rule} = {lay['values_each']}",
-                     "params": f"2*C = {stats.params(norm, c, h, w)}"})
+                     "params": f"{stats.facts(norm).params_rule} = {stats.params(norm, c, h, w)}"})
     return rows
 
 
-def grid(a: np.ndarray, fmt, indent: str = "  ") -> list[str]:
+def practice_notes(e) -> dict[str, str]:
+    """The GN paper's notes for bn, ln, gn, in; every other norm's from its registry facts."""
+    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
+    return {norm: notes.get(norm) or stats.facts(norm).note for norm in e.worked}
+
+
+def unknown_lines() -> list[str]:
+    return [f"{name}: explain does not know this norm (it was registered without explain facts), so it is not "
+            "worked here" for name in stats.unknown()]
+
+
+def grid(a: np.ndarray, fmt, indent: str = "  ", rows: str = "sample", columns: str = "channel") -> list[str]:
     """N x C x H x W as text: one block of H rows per sample, the channels side by side."""
     n_, c_, h_, w_ = a.shape
     cells = [[[" ".join(fmt(a[n, c, h, w]) for w in range(w_)) for h in range(h_)] for c in range(c_)] for n in range(n_)]
     width = max(max(len(row) for row in block) for sample in cells for block in sample)
-    width = max(width, len(f"channel {c_ - 1}"))
-    label = len(f"sample {n_ - 1}")
-    lines = [indent + " " * label + "   " + "   ".join(f"channel {c}".ljust(width) for c in range(c_))]
+    width = max(width, len(f"{columns} {c_ - 1}"))
+    label = len(f"{rows} {n_ - 1}")
+    lines = [indent + " " * label + "   " + "   ".join(f"{columns} {c}".ljust(width) for c in range(c_))]
     for n in range(n_):
         for h in range(h_):
-            name = f"sample {n}" if h == 0 else ""
+            name = f"{rows} {n}" if h == 0 else ""
             lines.append(indent + name.ljust(label) + "   " + "   ".join(cells[n][c][h].rjust(width) for c in range(c_)))
     return [line.rstrip() for line in lines]
 
@@ -73,14 +81,14 @@ def values_text(s: stats.Statistic, per_plane: int, sep: str = " | ") -> str:
 def to_text(e) -> str:
     n, c, h, w = e.shape.dims
     g = e.shape.groups
-    out = [f"normlab explain: how BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute their statistics",
+    out = [f"normlab explain: how {', '.join(stats.title(norm) for norm in e.worked)} compute their statistics",
            "",
            *wrap(f"Input x: N={n} samples x C={c} channels x H={h} x W={w} pixels, integers {stats.INPUT_RANGE[0]}-"
                  f"{stats.INPUT_RANGE[1] - 1} drawn with seed {e.seed}; GroupNorm uses G={g} groups of C/G={c // g} "
                  "channels.", "", "  "),
            *grid(e.input, integer),
            "",
-           f"Every norm computes  {FORMULA}  with its own mean and var:",
+           f"BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute  {FORMULA}  with their own mean and var:",
            "  var is the biased variance sum((x - mean)^2) / m over the m values that share the mean (what PyTorch",
            f"  normalizes with); eps = {EPS:g}; weight = 1 and bias = 0 (PyTorch's initial values), so y is x normalized.",
            "  BatchNorm's running_var is updated with the unbiased variance sum((x - mean)^2) / (m - 1).",
@@ -94,20 +102,20 @@ def to_text(e) -> str:
     ln_elem = e.per_element_ln
     out += wrap(f"(nn.LayerNorm([C, H, W]) computes LayerNorm's statistics but has a weight and bias per element: "
                 f"2*C*H*W = {ln_elem['params']} parameters)", "  ", "   ")
-    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
-    for norm in ORDER:
-        worked, check = e.worked[norm], e.checks[norm]
+    notes = practice_notes(e)
+    for norm, worked in e.worked.items():
+        check, facts = e.checks[norm], stats.facts(norm)
         lay = stats.layout(norm, n, c, h, w, g)
-        out += ["", f"== {stats.NAMES[norm]} ({norm}): one mean and variance per {stats.PER[norm]}, over "
-                    f"{stats.AXES_NOTE[norm]}: {lay['count']} of each, {lay['values_each']} values each =="]
+        out += ["", f"== {stats.title(norm)} ({norm}): one mean and variance per {stats.per_text(norm)}, over "
+                    f"{stats.axes_note(norm)}: {lay['count']} of each, {lay['values_each']} values each =="]
         for s in worked.stats:
             m = len(s.values)
             out.append(f"  {s.label}: {values_text(s, h * w)}")
             out.append(f"      mean = {num(s.total)}/{m} = {num(s.mean)}   var = {num(s.squared_deviations)}/{m} = "
-                       f"{num(s.var)}   sqrt(var + eps) = {num(s.std)}")
-        out.append(f"  output y = (x - mean) / sqrt(var + eps):")
+                       f"{num(s.var)}   sqrt(var + eps) = {num(s.std)}   mean(x^2) = {num(s.mean_square)}")
+        out += wrap(f"output {facts.formula}:")
         out += grid(worked.output, fixed)
-        out.append(f"  learnable parameters: {stats.params(norm, c, h, w)} (a weight and a bias per channel)"
+        out.append(f"  learnable parameters: {stats.params(norm, c, h, w)} ({facts.params_rule})"
                    + ("; running_mean and running_var are buffers, not parameters" if norm == "bn" else ""))
         out += wrap(f"checked: PyTorch {check['torch_layer']} from make_norm({check['variant']!r}), training mode, "
                     f"float64: largest |difference| {check['max_abs_diff_vs_torch']:.2g}; parameters {check['params_torch']}")
@@ -128,7 +136,16 @@ def to_text(e) -> str:
                        f"{ln_elem['max_abs_diff_vs_torch']:.2g}, with {ln_elem['params_torch']} parameters instead of "
                        f"{stats.params('ln', c, h, w)}")
         out += wrap(f"in practice: {notes[norm]}")
-    out += [""] + wrap(practice.citation(), "", "  ")
+    kernel, ws, ws_check = e.ws
+    out += ["", f"== Weight Standardization (+ws, e.g. gn:8+ws): each conv kernel per output channel, over its "
+                f"{kernel[0].size} weights (in, kh, kw), before the convolution =="]
+    out += [f"  {s.label}: {values_text(s, kernel.shape[2] * kernel.shape[3])}\n      mean = {num(s.mean)}   "
+            f"var = {num(s.var)}   sqrt(var + eps) = {num(s.std)}" for s in ws.stats]
+    out += ["  standardized kernel (W - mean) / sqrt(var + eps):", *grid(ws.output, fixed, rows="out", columns="in")]
+    out += wrap(f"checked: {ws_check['torch_layer']} on x (padding 1) against a plain convolution with this kernel: "
+                f"largest |difference| {ws_check['max_abs_diff_vs_torch']:.2g}. {WS_NOTE}")
+    out += [""] + [line for text in unknown_lines() for line in wrap(text, "", "  ")]
+    out += wrap(practice.citation(), "", "  ")
     return "\n".join(out) + "\n"
 
 
@@ -155,12 +172,12 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
     n, c, h, w = e.shape.dims
     g = e.shape.groups
     hx, hy = "#" * level, "#" * (level + 1)
-    notes = practice.notes(e.batch_dependence, e.checks["bn"]["eval"]["max_abs_change_vs_training"])
+    notes = practice_notes(e)
     out = [f"{hx} How each normalization computes its statistics", "",
            f"A worked example, as the second seed did by hand: a batch of N={n} inputs with C={c} channels of "
            f"H x W = {h} x {w} pixels, integers drawn with seed {e.seed} (`{command_line(e)}` prints "
-           f"it; GroupNorm with G={g} groups). Every norm computes `{FORMULA}`; they differ only in which values "
-           f"share a mean and variance. `var` is the biased variance `sum((x - mean)^2) / m` (what PyTorch "
+           f"it; GroupNorm with G={g} groups). BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute `{FORMULA}`; "
+           f"they differ only in which values share a mean and variance. `var` is the biased variance `sum((x - mean)^2) / m` (what PyTorch "
            f"normalizes with), eps = {EPS:g}, weight = 1 and bias = 0 (PyTorch's initial values). BatchNorm's "
            f"running estimate uses the unbiased variance `sum((x - mean)^2) / (m - 1)`.", ""]
     if figure:
@@ -171,12 +188,12 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
     ln_elem = e.per_element_ln
     out += ["", f"`nn.LayerNorm([C, H, W])` (`ln-elem`) computes LayerNorm's statistics with a weight and bias per "
                 f"element: 2·C·H·W = {ln_elem['params']} parameters instead of {stats.params('ln', c, h, w)}.", ""]
-    for norm in ORDER:
-        worked, check = e.worked[norm], e.checks[norm]
+    for norm, worked in e.worked.items():
+        check = e.checks[norm]
         lay = stats.layout(norm, n, c, h, w, g)
-        out += [f"{hy} {stats.NAMES[norm]} (`{norm}`)", "",
-                f"One mean and variance per {stats.PER[norm]}, over {stats.AXES_NOTE[norm]}: "
-                f"{lay['count']} of each, over {lay['values_each']} values each.", "",
+        out += [f"{hy} {stats.title(norm)} (`{norm}`)", "",
+                f"One mean and variance per {stats.per_text(norm)}, over {stats.axes_note(norm)}: "
+                f"{lay['count']} of each, over {lay['values_each']} values each; `{stats.facts(norm).formula}`.", "",
                 "| statistic | values | mean | var |", "|---|---|---:|---:|"]
         out += [f"| {s.label} | {values_text(s, h * w, '; ')} | {num(s.mean)} | {num(s.var)} |" for s in worked.stats]
         out += ["", "Output y:", "", *md_grid(worked.output, lambda v: f"{v:.3f}"), ""]
@@ -189,5 +206,14 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
                         f"in evaluation mode it normalizes with these instead and the output moves by up to "
                         f"{ev['max_abs_change_vs_training']:.3g}.")
         out += [checked, "", f"In practice: {notes[norm]}", ""]
-    out += [practice.citation(), ""]
+    kernel, ws, ws_check = e.ws
+    out += [f"{hy} Weight Standardization (`+ws`)", "",
+            f"A modifier, not a norm (`gn:8+ws`): each output channel's conv kernel is standardized over its "
+            f"{kernel[0].size} weights (in, kh, kw) before the convolution. A kernel drawn with seed {e.seed} + 2:", "",
+            "| statistic | values | mean | var |", "|---|---|---:|---:|"]
+    out += [f"| {s.label} | {values_text(s, kernel.shape[2] * kernel.shape[3], '; ')} | {num(s.mean)} | {num(s.var)} |"
+            for s in ws.stats]
+    out += ["", f"Checked: `{ws_check['torch_layer']}` on x (padding 1) differs from a plain convolution with the "
+                f"kernel standardized here by at most {ws_check['max_abs_diff_vs_torch']:.2g}. {WS_NOTE}", ""]
+    out += [text for line in unknown_lines() for text in (f"{line}.", "")] + [practice.citation(), ""]
     return "\n".join(out)

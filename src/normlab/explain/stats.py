@@ -1,13 +1,15 @@
 """The explanation maths: which values share one mean and variance under each norm, by hand.
 
-Every norm computes y = (x - mean) / sqrt(var + eps) * weight + bias; they differ only in
-which values share a mean. All four take whole H x W planes, so a statistic is a set of
-(sample n, channel c) planes:
+BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute y = (x - mean) / sqrt(var + eps) *
+weight + bias; they differ only in which values share a mean. Each norm's registry facts
+(norms.py) say which dimensions index one statistic; all take whole H x W planes, so a
+statistic is a set of (sample n, channel c) planes:
 
     bn  per channel c:             the planes (0, c), (1, c), ... (N-1, c)
     ln  per sample n:              the planes (n, 0), (n, 1), ... (n, C-1)
     gn  per sample n and group g:  the planes (n, c) for the C/G channels of group g
     in  per sample n and channel:  the plane (n, c) alone
+    brn per channel, as bn; frn per sample and channel, as in (mean(x^2) instead of a mean)
 
 The sums below are written out plane by plane, like the second seed's spreadsheet, so that
 this file shares no code path with PyTorch's kernels or with NumPy's axis reductions (the
@@ -16,23 +18,53 @@ tests check it against both). No torch here: shape errors answer before PyTorch 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import norms
 from ..errors import UserError
+from ..norms import EPS
 
-EPS = 1e-5          # PyTorch's default eps for BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm
 MOMENTUM = 0.1      # BatchNorm2d's default weight of the newest batch in its running estimates
 MAX_VALUES = 100_000  # a worked example is for reading; beyond this it is a benchmark
 INPUT_RANGE = (0, 10)  # integers 0..9, so every sum can be checked by hand
 
-ORDER = ("bn", "ln", "gn", "in")
-NAMES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": "GroupNorm", "in": "InstanceNorm", "ln-elem": "LayerNorm([C, H, W])"}
-PER = {"bn": "channel", "ln": "sample", "gn": "sample and group", "in": "sample and channel"}
-AXES = {"bn": ["N", "H", "W"], "ln": ["C", "H", "W"], "gn": ["C", "H", "W"], "in": ["H", "W"]}
-AXES_NOTE = {"bn": "N, H, W", "ln": "C, H, W", "gn": "C/G channels, H, W", "in": "H, W"}
+
+def order() -> list[str]:
+    """The norms worked on their own, in registry order: bn, ln, gn, in, brn, frn, then users'."""
+    return [n.name for n in norms.NORMS.values() if n.facts and not n.facts.shown_with]
+
+
+def facts(norm: str) -> norms.Facts:
+    return norms.lookup(norm).facts
+
+
+def unknown() -> list[str]:
+    """Registered norms explain has no facts for: each gets a line saying so, not a failure."""
+    norms.load_plugins()
+    return [n.name for n in norms.NORMS.values() if n.normalizes and n.facts is None]
+
+
+def title(norm: str) -> str:
+    return norms.lookup(norm).title
+
+
+def per_text(norm: str) -> str:
+    return " and ".join(norms.WORDS[d] for d in facts(norm).per)
+
+
+def axes_note(norm: str) -> str:
+    f = facts(norm)
+    return ", ".join("C/G channels" if d == "C" and "G" in f.per else d for d in f.axes)
+
+
+def symbolic(norm: str) -> tuple[str, str]:
+    """The count and values-each rules in letters, e.g. ("N*G", "C/G*H*W")."""
+    f = facts(norm)
+    return "*".join(f.per), "*".join("C/G" if d == "C" and "G" in f.per else d for d in f.axes)
 
 
 @dataclass(frozen=True)
@@ -88,41 +120,33 @@ def draw_input(shape: Shape, seed: int) -> np.ndarray:
 def layout(norm: str, batch: int, channels: int, height: int, width: int, groups: int | None = None) -> dict:
     """How many means a norm computes on a (batch, channels, height, width) activation and over
     how many values each; the same rule serves the worked example and a real net's layers."""
-    hw = height * width
-    if norm == "bn":
-        return {"count": channels, "values_each": batch * hw, "stat_shape": [channels]}
-    if norm in ("ln", "ln-elem"):
-        return {"count": batch, "values_each": channels * hw, "stat_shape": [batch]}
-    if norm == "gn":
-        return {"count": batch * groups, "values_each": channels // groups * hw, "stat_shape": [batch, groups]}
-    if norm == "in":
-        return {"count": batch * channels, "values_each": hw, "stat_shape": [batch, channels]}
-    raise ValueError(f"no statistics for norm {norm!r}")
+    sizes = {"N": batch, "C": channels, "G": groups}
+    shape = [sizes[d] for d in facts(norm).per]
+    count = math.prod(shape)
+    return {"count": count, "values_each": batch * channels * height * width // count, "stat_shape": shape}
 
 
 def params(norm: str, channels: int, height: int, width: int) -> int:
-    """Learnable parameters of one layer: a weight (gamma) and a bias (beta) per channel, or per
-    element for LayerNorm([C, H, W]). BatchNorm's running mean and variance are buffers, not
-    parameters."""
-    return 2 * channels * height * width if norm == "ln-elem" else 2 * channels
+    """Learnable parameters of one layer (BatchNorm's running mean and variance are buffers)."""
+    return facts(norm).params(channels, height, width)
 
 
 def member_planes(norm: str, shape: Shape) -> list[tuple[str, list[tuple[int, int]]]]:
     """Each statistic's label and the (sample, channel) planes that share it, in PyTorch's order."""
-    n_, c_ = shape.batch, shape.channels
-    if norm == "bn":
-        return [(f"channel {c}", [(n, c) for n in range(n_)]) for c in range(c_)]
-    if norm == "ln":
-        return [(f"sample {n}", [(n, c) for c in range(c_)]) for n in range(n_)]
-    if norm == "gn":
-        size = c_ // shape.groups
-        return [(f"sample {n}, group {g} (channels {g * size}-{g * size + size - 1})" if size > 1
-                 else f"sample {n}, group {g} (channel {g})",
-                 [(n, c) for c in range(g * size, g * size + size)])
-                for n in range(n_) for g in range(shape.groups)]
-    if norm == "in":
-        return [(f"sample {n}, channel {c}", [(n, c)]) for n in range(n_) for c in range(c_)]
-    raise ValueError(f"no statistics for norm {norm!r}")
+    per, size = facts(norm).per, shape.channels // shape.groups
+    ranges = {"N": range(shape.batch), "C": range(shape.channels), "G": range(shape.groups)}
+    out = []
+    for index in itertools.product(*(ranges[d] for d in per)):
+        at = dict(zip(per, index))
+        label = ", ".join(f"{norms.WORDS[d]} {i}" for d, i in at.items())
+        if "G" in at:
+            g = at["G"]
+            label += f" (channels {g * size}-{g * size + size - 1})" if size > 1 else f" (channel {g})"
+        samples = [at["N"]] if "N" in at else ranges["N"]
+        channels = [at["C"]] if "C" in at else range(at["G"] * size, at["G"] * size + size) if "G" in at else ranges["C"]
+        planes = [(n, c) for n in samples for c in channels]
+        out.append((label, planes))
+    return out
 
 
 @dataclass
@@ -136,6 +160,7 @@ class Statistic:
     squared_deviations: float   # sum of (x - mean)^2
     var: float                  # biased: squared_deviations / m, what normalization divides by
     std: float                  # sqrt(var + eps)
+    mean_square: float          # sum of x^2 / m: what FilterResponseNorm divides by (no mean removed)
 
     @property
     def unbiased_var(self) -> float:
@@ -157,20 +182,36 @@ def statistic(label: str, planes: list[tuple[int, int]], x: np.ndarray) -> Stati
     mean = total / len(values)
     squared = math.fsum((v - mean) ** 2 for v in values)
     var = squared / len(values)
-    return Statistic(label, planes, values, total, mean, squared, var, math.sqrt(var + EPS))
+    return Statistic(label, planes, values, total, mean, squared, var, math.sqrt(var + EPS),
+                     math.fsum(v * v for v in values) / len(values))
 
 
 def work(norm: str, x: np.ndarray, shape: Shape) -> Worked:
-    """Normalize x by hand: gather each statistic's planes, then (x - mean) / sqrt(var + eps).
-    weight = 1 and bias = 0 (PyTorch's initial values), so the output is the normalized x."""
+    """Normalize x by hand: gather each statistic's planes, then apply the norm's own rule
+    (bn, ln, gn, in: (x - mean) / sqrt(var + eps)) with weight = 1 and bias = 0 (PyTorch's initial values)."""
     out = np.empty_like(x)
     stats = []
+    hand = facts(norm).hand
     for label, planes in member_planes(norm, shape):
         s = statistic(label, planes, x)
         for n, c in planes:
-            out[n, c] = (x[n, c] - s.mean) / s.std
+            out[n, c] = hand(x[n, c], s)
         stats.append(s)
     return Worked(norm, stats, out)
+
+
+WS_KERNEL = (2, 2, 2)  # the worked +ws kernel: 2 output channels, each C x 2 x 2
+
+
+def work_ws(shape: Shape, seed: int) -> tuple[np.ndarray, Worked]:
+    """+ws by hand: each output channel's kernel standardized over (in, kh, kw), which are
+    LayerNorm's planes with the output channel in the sample's place."""
+    out, kh, kw = WS_KERNEL
+    kernel = np.random.default_rng(seed + 2).integers(*INPUT_RANGE, size=(out, shape.channels, kh, kw)).astype(np.float64)
+    worked = work("ln", kernel, Shape(out, shape.channels, kh, kw, 1))
+    for o, s in enumerate(worked.stats):
+        s.label = f"output channel {o}"
+    return kernel, worked
 
 
 def running_after_one_step(bn: Worked) -> dict:
@@ -197,4 +238,4 @@ def batch_dependence(x: np.ndarray, shape: Shape, seed: int) -> dict[str, float]
     if np.array_equal(other, x):  # a tiny shape can redraw the same integers
         other[1:] += 1
     return {norm: float(np.abs(work(norm, x, shape).output[0] - work(norm, other, shape).output[0]).max())
-            for norm in ORDER}
+            for norm in order()}
