@@ -46,6 +46,11 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
         raise missing_error(location)
     files = location.files[split]
     images, labels = _decode(info.name, files, tuple(p.stat().st_mtime_ns for p in files))
+    if not len(labels):
+        # Caught here, at the door: an empty set would otherwise surface as a division by zero
+        # in evaluation or as advice about the batch size.
+        raise UserError(f"the {split} set of {info.title} in {files[0].parent} holds no images",
+                        "point --data-dir at a copy that holds both splits")
     return Dataset(info, split, images, labels, files[0].parent)
 
 

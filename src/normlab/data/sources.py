@@ -75,7 +75,7 @@ def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> d
                 if looked is not None:
                     looked.append(f"{base} (holds {other}, not {info.title})")
         else:
-            if all((base / name).is_file() for names in CIFAR_FILES.values() for name in names):
+            if all((base / name).exists() for names in CIFAR_FILES.values() for name in names):
                 return {split: tuple(base / n for n in names) for split, names in CIFAR_FILES.items()}
             if (base / CIFAR_ARCHIVE).is_file():
                 return _cifar_from_archive(base / CIFAR_ARCHIVE)
@@ -84,8 +84,10 @@ def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> d
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
     # torchvision keeps the gunzipped file in raw/, the publishers ship *.gz: accept both.
+    # exists(), not is_file(): a pipe or device under the file's name is found, and then refused
+    # by name when read, rather than reported as a missing dataset.
     for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
+        if (folder / name).exists():
             return folder / name
     return None
 
