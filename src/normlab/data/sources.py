@@ -8,11 +8,13 @@ NORMLAB_OFFLINE=1 never touches the network.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +136,7 @@ def missing_error(location: Location, reason: str = "") -> UserError:
 def fetch(info: DatasetInfo, target: Path, location: Location) -> None:
     mirrors = list(info.mirrors)
     if os.environ.get("NORMLAB_MIRROR"):
-        mirrors.insert(0, os.environ["NORMLAB_MIRROR"].rstrip("/") + "/")
+        mirrors.insert(0, own_mirror(os.environ["NORMLAB_MIRROR"]))
     target.mkdir(parents=True, exist_ok=True)
     for remote in info.remote:
         dest = target / remote.name
@@ -146,11 +148,20 @@ def fetch(info: DatasetInfo, target: Path, location: Location) -> None:
             try:
                 download(url, dest, remote.md5)
                 break
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
                 failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             location.looked.append("download (" + "; ".join(failures) + ")")
             raise missing_error(location, "offline or the mirrors failed")
+
+
+def own_mirror(value: str) -> str:
+    """$NORMLAB_MIRROR as a base URL; without a scheme urllib would take "localhost" for one."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise UserError(f"NORMLAB_MIRROR={value!r} is not a URL",
+                        f"write it with its scheme, e.g. NORMLAB_MIRROR=http://{value.split('://')[-1].lstrip('/')}")
+    return value.rstrip("/") + "/"
 
 
 def download(url: str, dest: Path, md5: str) -> None:
@@ -160,9 +171,17 @@ def download(url: str, dest: Path, md5: str) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+                received = 0
+                try:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                except http.client.HTTPException as exc:     # a chunked reply cut mid-chunk
+                    raise ConnectionError(f"the reply was cut off after {received} bytes ({type(exc).__name__})") from None
+            # urllib returns a reply shorter than its Content-Length without complaint.
+            if total is not None and received < total:
+                raise ConnectionError(f"the reply was cut off after {received} of {total} bytes")
         got = md5sum(Path(tmp))
         if got != md5:
             raise UserError(
@@ -231,8 +250,12 @@ def extract_cifar(archive: Path, target: Path) -> None:
                         members.append(member)
                 # The "data" filter (PEP 706) refuses links, devices and escaping paths as a second line of defence.
                 tar.extractall(staging, members=members, filter="data")
+        except tarfile.ReadError:
+            # tarfile's message lists every compression it tried, one line each.
+            raise UserError(f"{archive} is not a tar archive (plain, gzip, bz2 or xz)", "delete it and download it again") from None
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UserError(f"{archive} is not a readable tar.gz archive ({exc})", "delete it and download it again") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{archive} is not a readable tar.gz archive ({reason})", "delete it and download it again") from None
         extracted = staging / CIFAR_FOLDER
         missing = sorted(wanted - {f"{CIFAR_FOLDER}/{p.name}" for p in extracted.glob("*")} - {f"{CIFAR_FOLDER}/batches.meta"})
         if missing:
