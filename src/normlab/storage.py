@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
+from .data.formats import open_regular
 from .errors import UserError, WriteError
 
 try:
@@ -148,18 +150,27 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f), "wb")
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    # weights_only: a checkpoint is data; never let one run code.
+def load_checkpoint(path: Path, map_location="cpu"):
+    """What torch.save wrote to ``path``, read with weights_only (a checkpoint is data; never
+    let one run code), or one line saying why not. Only a regular file is opened: torch.load on
+    a FIFO would wait forever."""
+    fix = "delete it to retrain that variant, or restore it from a backup"
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # torch warns (two lines on stderr) about pickle protocols it did not write; the file is
+        # refused or accepted all the same, and the user gets one line either way.
+        with open_regular(path) as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(handle, map_location=map_location, weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to a user
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's message for a refused object starts by suggesting weights_only=False, which
         # would run the code; name only what was refused.
-        refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-        fix = "delete it to retrain that variant, or restore it from a backup"
+        refused = [line for line in lines if "GLOBAL" in line]
         if refused:
             raise UserError(f"refused checkpoint {path}: it holds more than tensors and plain data, and loading it "
                             f"could run code ({refused[0][:200]})", fix) from None
-        reason = lines[0][:200] if lines else ""
+        unsupported = [line for line in lines if "Unsupported" in line]
+        reason = (unsupported or lines or [""])[0][:200]
         raise UserError(f"cannot load checkpoint {path} ({type(exc).__name__}: {reason})", fix) from None
