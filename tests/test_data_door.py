@@ -95,3 +95,37 @@ def test_an_empty_cifar_test_batch_is_one_clear_line(tmp_path):
         pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=4))
     with pytest.raises(UserError, match="the test set of CIFAR-10 in .* holds no images"):
         load_dataset("cifar10", "test", data_dir=folder)
+
+
+def test_an_archive_member_larger_than_any_batch_is_not_extracted(tmp_path):
+    import io
+    import tarfile
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        member.size = formats.MAX_CIFAR_BATCH_BYTES + 1
+        tar.addfile(member, io.BytesIO(bytes(member.size)))
+    with pytest.raises(UserError, match="holds 'cifar-10-batches-py/data_batch_1' of 64 MB, larger than any CIFAR-10 batch"):
+        load_dataset("cifar10", "train", data_dir=tmp_path)
+
+
+def test_a_download_larger_than_any_dataset_file_is_cut_off(tmp_path, monkeypatch):
+    import dataclasses
+    import http.server
+    import threading
+    from normlab.data import catalog, sources
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "train-images-idx3-ubyte.gz").write_bytes(bytes(3 << 20))
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "served"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(catalog.DATASETS["mnist"], mirrors=()))
+        monkeypatch.setattr(sources, "MAX_DOWNLOAD_BYTES", 1 << 20)
+        monkeypatch.setenv("NORMLAB_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        monkeypatch.delenv("NORMLAB_OFFLINE")
+        with pytest.raises(UserError, match=r"the reply is larger than any dataset file \(1 MB\)"):
+            load_dataset("mnist", "train")
+        assert not list((sources.cache_dir() / "mnist").iterdir())
+    finally:
+        httpd.shutdown()

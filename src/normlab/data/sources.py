@@ -24,9 +24,12 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .catalog import CIFAR_ARCHIVE, CIFAR_FILES, CIFAR_FOLDER, DATASETS, IDX_FILES, DatasetInfo
-from .formats import read_idx
+from .formats import MAX_CIFAR_BATCH_BYTES, read_idx
 
 DOWNLOAD_TIMEOUT_S = 30
+# The largest official file, cifar-10-python.tar.gz, is 163 MB: a mirror that sends more (or
+# never stops) is cut off before it fills the disk.
+MAX_DOWNLOAD_BYTES = 512 << 20
 
 
 def cache_dir() -> Path:
@@ -177,6 +180,8 @@ def download(url: str, dest: Path, md5: str) -> None:
                         out.write(chunk)
                         received += len(chunk)
                         bar.update(len(chunk))
+                        if received > MAX_DOWNLOAD_BYTES:
+                            raise ConnectionError(f"the reply is larger than any dataset file ({MAX_DOWNLOAD_BYTES >> 20} MB)")
                 except http.client.HTTPException as exc:     # a chunked reply cut mid-chunk
                     raise ConnectionError(f"the reply was cut off after {received} bytes ({type(exc).__name__})") from None
             # urllib returns a reply shorter than its Content-Length without complaint.
@@ -247,6 +252,9 @@ def extract_cifar(archive: Path, target: Path) -> None:
                             "get the archive again from the official source",
                         )
                     if name in wanted and member.isfile():
+                        if member.size > MAX_CIFAR_BATCH_BYTES:
+                            raise UserError(f"{archive} holds {member.name!r} of {member.size >> 20} MB, larger than any "
+                                            "CIFAR-10 batch; nothing was extracted", "get the archive again from the official source")
                         members.append(member)
                 # The "data" filter (PEP 706) refuses links, devices and escaping paths as a second line of defence.
                 tar.extractall(staging, members=members, filter="data")
