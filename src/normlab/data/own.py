@@ -55,7 +55,7 @@ class Arrays:
 
 
 def bad(path, problem: str, fix: str = "fix or remove that file, or point --dataset elsewhere") -> UserError:
-    return UserError(f"{path}: {problem}", fix)
+    return UserError(f"{path}: {' '.join(problem.split())}", fix)   # library messages may span lines
 
 
 def own_info(name: str) -> DatasetInfo:
@@ -153,9 +153,9 @@ def read_npz(path: Path) -> Arrays:
                               "save it with np.savez(path, images=..., labels=...)")
                 arrays = {key: npz[key] for key in ("images", "labels", "test_images", "test_labels", "classes")
                           if key in npz.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, MemoryError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise bad(path, f"not a readable .npz ({reason})", "save it with np.savez(path, images=..., labels=...)") from None
+        # zipfile raises NotImplementedError for unknown compression, RuntimeError for encryption.
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, MemoryError, NotImplementedError, RuntimeError) as exc:
+            raise bad(path, f"not a readable .npz ({str(exc)[:200] or type(exc).__name__})", "save it with np.savez(path, images=..., labels=...)") from None
     if ("test_images" in arrays) != ("test_labels" in arrays):
         raise bad(path, "holds only one of test_images and test_labels", "save both, or neither (20% is then held out)")
     images, labels = checked_images(path, "images", arrays["images"]), checked_labels(path, "labels", arrays["labels"])
@@ -321,6 +321,5 @@ def decode_image(path: Path) -> np.ndarray:
         except UserError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise bad(path, f"not a readable PNG or JPEG image ({reason})") from None
+            raise bad(path, f"not a readable PNG or JPEG image ({str(exc)[:200] or type(exc).__name__})") from None
     return array[..., None] if array.ndim == 2 else array
