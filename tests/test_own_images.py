@@ -69,21 +69,23 @@ def test_grey_images_stay_one_channel(tmp_path):
     assert (info.shape, info.pad, info.flip) == ((1, 28, 28), 1, False)
 
 
-def test_decoded_once_then_read_from_the_cache_until_a_file_changes(tmp_path, monkeypatch):
+def test_decoded_once_then_read_from_the_cache_until_a_file_changes(tmp_path, monkeypatch, isolated):
     make_image_folder(tmp_path / "pets", per_class=5)
     first = load_dataset(str(tmp_path / "pets")).images.clone()
+    assert cache_dir().is_relative_to(isolated)
     assert len(list((cache_dir() / "images").glob("pets-*.npz"))) == 1
     own._load.cache_clear()
     decoded = []
-    monkeypatch.setattr(own, "decode_image", lambda path: decoded.append(path))
-    assert np.array_equal(load_dataset(str(tmp_path / "pets")).images, first) and decoded == []
+    with monkeypatch.context() as patch:
+        patch.setattr(own, "decode_image", lambda path: decoded.append(path))
+        assert np.array_equal(load_dataset(str(tmp_path / "pets")).images, first) and decoded == []
     # A file rewritten in place (same name, same folder mtime) is noticed by its size and mtime.
     target = tmp_path / "pets" / "cat" / "img000.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(target)
     os.utime(target, ns=(1, 1))
-    monkeypatch.undo()
     own._load.cache_clear()
     assert not np.array_equal(load_dataset(str(tmp_path / "pets")).images, first)
+    assert len(list((cache_dir() / "images").glob("pets-*.npz"))) == 1, "the outdated cache is removed"
 
 
 @pytest.mark.parametrize("spoil, words", [

@@ -257,22 +257,28 @@ def read_folder(folder: Path) -> Arrays:
     n = len(files)
     arrays = (Arrays(images[:n], labels[:n], images[n:], labels[n:], tuple(classes)) if split
               else with_test_split(images, labels, tuple(classes)))
-    save_cache(cache, arrays)
+    save_cache(folder, cache, arrays)
     return arrays
 
 
 def cache_path(folder: Path, files: list[Path]) -> Path:
+    """<folder name>-<hash of its path>-<hash of its files' paths, sizes and mtimes>.npz"""
     from .sources import cache_dir
-    digest = hashlib.sha256(f"{CACHE_VERSION} {folder}".encode())
+    digest = hashlib.sha256(CACHE_VERSION.encode())
     for path in files:
         stat = path.stat()
         digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return cache_dir() / "images" / f"{folder.name}-{digest.hexdigest()[:32]}.npz"
+    return cache_dir() / "images" / f"{cache_prefix(folder)}{digest.hexdigest()[:24]}.npz"
 
 
-def save_cache(cache: Path, arrays: Arrays) -> None:
-    """Written to a temporary file and renamed: a killed run never leaves half a cache. A cache
-    that cannot be written (read-only home, full disk) only costs decoding again next time."""
+def cache_prefix(folder: Path) -> str:
+    return f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}-"
+
+
+def save_cache(folder: Path, cache: Path, arrays: Arrays) -> None:
+    """Written to a temporary file and renamed: a killed run never leaves half a cache. The
+    folder's older caches (normlab's own files) are removed. A cache that cannot be written
+    (read-only home, full disk) only costs decoding again next time."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
@@ -284,6 +290,9 @@ def save_cache(cache: Path, arrays: Arrays) -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        for old in cache.parent.glob(f"{cache_prefix(folder)}*.npz"):
+            if old != cache:
+                old.unlink()
     except OSError:
         pass
 
