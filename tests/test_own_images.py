@@ -191,3 +191,18 @@ def test_the_slug_names_run_folders_without_the_datasets_path(tmp_path):
     np.savez(tmp_path / "set.npz", images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4) % 2)
     assert dataset_info(str(tmp_path / "set.npz")).slug == "set"
     assert dataset_info("fashion").slug == "fashion-mnist"
+
+
+def test_train_on_an_npz_of_your_own(tmp_path):
+    """End to end: 32x32 RGB images in an .npz with its own test split, one epoch."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(48) % 3
+    images = learnable_images(labels * 3, (3, 32, 32), rng).transpose(0, 2, 3, 1)
+    np.savez(tmp_path / "rgb.npz", images=images[:36], labels=labels[:36], test_images=images[36:],
+             test_labels=labels[36:], classes=np.array(CLASSES))
+    out = tmp_path / "run"
+    assert run_cli("train", "--norm", "bn", "--dataset", tmp_path / "rgb.npz", "--epochs", "1", "--batch-size", "8",
+                   "--out", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"][0]["status"] == "done" and results["runs"][0]["epochs"][0]["test_acc"] >= 0
+    assert (out / "misclassified-bn.png").is_file() and (out / "report.md").read_text().startswith("# normlab report: rgb")
