@@ -94,3 +94,64 @@ def test_a_corrupt_file_in_the_cache_is_fetched_again(server, monkeypatch):
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"half a download from an old version")
     assert len(load_dataset("mnist", "test")) == 20
     assert md5sum(folder / "t10k-labels-idx1-ubyte.gz") == md5sum(root / "t10k-labels-idx1-ubyte.gz")
+
+
+def cut_reply_server(reply: bytes, reset: bool = False) -> str:
+    """A one-shot server that sends ``reply`` and hangs up (with a TCP reset if ``reset``)."""
+    import socket
+    import struct
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(reply)
+        if reset:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        listener.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/"
+
+
+@pytest.mark.parametrize("reply, reset, words", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100, False, "cut off after 100 of 1000 bytes"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 50, False, r"cut off after 0 bytes \(IncompleteRead\)"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 100_000, True, "Connection reset by peer"),
+], ids=["short-content-length", "cut-mid-chunk", "connection-reset"])
+def test_a_reply_cut_off_is_one_line_and_leaves_no_partial_file(monkeypatch, tmp_path, capsys, reply, reset, words):
+    from conftest import run_cli
+    info = catalog.DATASETS["mnist"]
+    monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(info, mirrors=()))
+    monkeypatch.setenv("NORMLAB_MIRROR", cut_reply_server(reply, reset))
+    monkeypatch.delenv("NORMLAB_OFFLINE")
+    assert run_cli("train", "--norm", "bn", "--dataset", "mnist", "--epochs", "1", "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("normlab train: error: MNIST not found: offline or the mirrors failed")
+    assert not any("Traceback" in line for line in err)
+    assert __import__("re").search(words, err[-1]), err[-1]
+    folder = cache_dir() / "mnist"
+    assert not [p for p in folder.iterdir() if p.is_file()], "a partial download was left behind"
+
+
+def test_a_mirror_without_a_scheme_says_how_to_write_it(monkeypatch, tmp_path, capsys):
+    from conftest import run_cli
+    monkeypatch.setenv("NORMLAB_MIRROR", "localhost:8000/")
+    monkeypatch.delenv("NORMLAB_OFFLINE")
+    assert run_cli("train", "--norm", "bn", "--dataset", "mnist", "--epochs", "1", "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("normlab train: error: NORMLAB_MIRROR='localhost:8000/' is not a URL; "
+                   "write it with its scheme, e.g. NORMLAB_MIRROR=http://localhost:8000/"), err
+
+
+def test_an_archive_that_is_not_a_tar_is_one_line(tmp_path, capsys):
+    from conftest import run_cli
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"<html>this is an error page, not an archive</html>")
+    assert run_cli("train", "--norm", "bn", "--dataset", "cifar10", "--data-dir", tmp_path, "--epochs", "1",
+                   "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("cifar-10-python.tar.gz is not a tar archive (plain, gzip, bz2 or xz); delete it and download it again")
+    assert "\n" not in err, err

@@ -27,7 +27,7 @@ def option(default, help: str):
 @dataclass
 class TrainConfig:
     """Plain values; every field is a command-line option of the same name."""
-    dataset: str = option("fashion-mnist", "cifar10, mnist or fashion-mnist")
+    dataset: str = option("fashion-mnist", "cifar10, mnist, fashion-mnist, an image FOLDER (class subfolders) or a FILE.npz")
     epochs: int = option(20, "epochs per run (2 with --quick)")
     batch_size: int = option(128, "training batch size")
     optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw")

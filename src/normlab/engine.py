@@ -98,7 +98,7 @@ class Experiment:
 
 
 def default_out(dataset: str, sweep: bool = False) -> Path:
-    return Path("runs") / f"{'sweep-' if sweep else ''}{dataset_info(dataset).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{'sweep-' if sweep else ''}{dataset_info(dataset).slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_experiment(exp: Experiment) -> None:

@@ -19,9 +19,10 @@ import torch
 
 from .data import Dataset, dataset_info, load_dataset
 from .data.batches import Normalizer
+from .checkpoints import read_checkpoint
 from .errors import UserError
 from .models import build_model
-from .storage import load_checkpoint, read_json, write_json, write_text
+from .storage import read_json, write_json, write_text
 from .variants import Variant
 
 SCHEMA = 2
@@ -206,13 +207,9 @@ class Run:
         path = checkpoint_path(self.folder, record["key"])
         if not path.exists():
             raise UserError(f"no checkpoint {path}", "train that variant first (normlab compare --resume finishes a run)")
-        saved = load_checkpoint(path, map_location=device)
-        model = build_model(Variant.parse(variant), self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0), self.config.get("model"))
-        try:
-            model.load_state_dict(saved["model"])
-        except (RuntimeError, KeyError, TypeError, IndexError) as exc:
-            raise UserError(f"checkpoint {path} does not fit {variant} ({str(exc).splitlines()[0][:200]})",
-                            "delete it and run the command again with --resume to retrain it") from None
+        run_variant = Variant.parse(record["variant"])
+        model = build_model(run_variant, self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0), self.config.get("model"))
+        read_checkpoint(path, run_variant, record["seed"], model, map_location=device)
         return model.to(device).eval()
 
     def test_set(self, data_dir=None) -> Dataset:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 
 from .errors import UserError, WriteError
@@ -101,17 +103,38 @@ def write_json(path: Path, value) -> None:
 MAX_JSON_BYTES = 64 * 2**20     # results.json of a 1,000-run sweep is a few MB
 
 
+FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (after following links).
+
+    Opened non-blocking and checked with fstat on the open descriptor: a FIFO neither blocks
+    the open nor slips in between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror or exc})",
+                        "check that it is a readable file, or restore it") from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise UserError(f"{path} is {FILE_KINDS.get(kind, 'not a regular file')}, not a data file",
+                        "point normlab at the file itself (a copy, not a pipe, device or folder)")
+    return os.fdopen(fd, "rb")
+
+
 def read_json(path: Path, cap: int = MAX_JSON_BYTES):
     """A JSON file, read only if it is a regular file of at most ``cap`` bytes (a FIFO would
     hang the read, a link to /dev/zero would fill the memory)."""
     path = Path(path)
     try:
-        if not path.is_file():
-            raise UserError(f"{path} is not a regular file", "replace it with the file normlab wrote, or start the run again")
-        if path.stat().st_size > cap:
+        with open_regular(path) as handle:
+            data = handle.read(cap + 1)
+        if len(data) > cap:
             raise UserError(f"{path} is larger than {cap // 2**20} MiB", "replace it with the file normlab wrote, or start the run again")
-        with open(path, "rb") as handle:
-            return json.loads(handle.read(cap + 1))
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UserError(f"{path} is not valid JSON ({str(exc)[:200]})", "restore it from a backup or start the run again") from None
     except OSError as exc:
@@ -265,19 +288,28 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f), "wb")
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
+def load_checkpoint(path: Path, map_location="cpu"):
+    """What torch.save wrote to ``path``, read with weights_only (a checkpoint is data; never
+    let one run code), or one line saying why not. Only a regular file is opened: torch.load on
+    a FIFO would wait forever."""
+    fix = "delete it to retrain that variant, or restore it from a backup"
     import torch
-    # weights_only: a checkpoint is data; never let one run code.
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        # torch warns (two lines on stderr) about pickle protocols it did not write; the file is
+        # refused or accepted all the same, and the user gets one line either way.
+        with open_regular(path) as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(handle, map_location=map_location, weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to a user
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's message for a refused object starts by suggesting weights_only=False, which
         # would run the code; name only what was refused.
-        refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-        fix = "delete it to retrain that variant, or restore it from a backup"
+        refused = [line for line in lines if "GLOBAL" in line]
         if refused:
             raise UserError(f"refused checkpoint {path}: it holds more than tensors and plain data, and loading it "
                             f"could run code ({refused[0][:200]})", fix) from None
-        reason = lines[0][:200] if lines else ""
+        unsupported = [line for line in lines if "Unsupported" in line]
+        reason = (unsupported or lines or [""])[0][:200]
         raise UserError(f"cannot load checkpoint {path} ({type(exc).__name__}: {reason})", fix) from None

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import UserError
 from .catalog import DATASETS, DatasetInfo, dataset_info
 from .formats import read_cifar_batch, read_idx_pair
+from .own import own_split
 from .sources import Location, locate, missing_error
 
 __all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "fingerprint", "load_dataset", "load_splits", "locate"]
@@ -41,12 +42,26 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
     if split not in ("train", "test"):
         raise UserError(f"unknown split {split!r}", "use 'train' or 'test'")
     info = dataset_info(name)
+    if info.format in ("folder", "npz"):
+        import torch
+        source = Path(info.name)
+        images, labels = (torch.from_numpy(a) for a in own_split(info.name, split))
+    else:
+        source, images, labels = _catalog_split(info, split, data_dir, download)
+    if not len(labels):
+        # Caught here, at the door: an empty set would otherwise surface as a division by zero
+        # in evaluation or as advice about the batch size.
+        raise UserError(f"the {split} set of {info.title} in {source} holds no images",
+                        "point --data-dir at a copy that holds both splits, or give your own dataset more images")
+    return Dataset(info, split, images, labels, source)
+
+
+def _catalog_split(info: DatasetInfo, split: str, data_dir, download):
     location = locate(info, data_dir, download)
     if not location.found:
         raise missing_error(location)
     files = location.files[split]
-    images, labels = _decode(info.name, files, tuple(p.stat().st_mtime_ns for p in files))
-    return Dataset(info, split, images, labels, files[0].parent)
+    return (files[0].parent, *_decode(info.name, files, tuple(p.stat().st_mtime_ns for p in files)))
 
 
 def load_splits(name: str, data_dir=None, download: bool | None = None) -> tuple[Dataset, Dataset]:

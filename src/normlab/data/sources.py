@@ -8,11 +8,13 @@ NORMLAB_OFFLINE=1 never touches the network.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,12 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .catalog import CIFAR_ARCHIVE, CIFAR_FILES, CIFAR_FOLDER, DATASETS, IDX_FILES, DatasetInfo
-from .formats import read_idx
+from .formats import MAX_CIFAR_BATCH_BYTES, read_idx
 
 DOWNLOAD_TIMEOUT_S = 30
+# The largest official file, cifar-10-python.tar.gz, is 163 MB: a mirror that sends more (or
+# never stops) is cut off before it fills the disk.
+MAX_DOWNLOAD_BYTES = 512 << 20
 
 
 def cache_dir() -> Path:
@@ -75,7 +80,7 @@ def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> d
                 if looked is not None:
                     looked.append(f"{base} (holds {other}, not {info.title})")
         else:
-            if all((base / name).is_file() for names in CIFAR_FILES.values() for name in names):
+            if all((base / name).exists() for names in CIFAR_FILES.values() for name in names):
                 return {split: tuple(base / n for n in names) for split, names in CIFAR_FILES.items()}
             if (base / CIFAR_ARCHIVE).is_file():
                 return _cifar_from_archive(base / CIFAR_ARCHIVE)
@@ -84,8 +89,10 @@ def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> d
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
     # torchvision keeps the gunzipped file in raw/, the publishers ship *.gz: accept both.
+    # exists(), not is_file(): a pipe or device under the file's name is found, and then refused
+    # by name when read, rather than reported as a missing dataset.
     for name in (stem + ".gz", stem):
-        if (folder / name).is_file():
+        if (folder / name).exists():
             return folder / name
     return None
 
@@ -132,7 +139,7 @@ def missing_error(location: Location, reason: str = "") -> UserError:
 def fetch(info: DatasetInfo, target: Path, location: Location) -> None:
     mirrors = list(info.mirrors)
     if os.environ.get("NORMLAB_MIRROR"):
-        mirrors.insert(0, os.environ["NORMLAB_MIRROR"].rstrip("/") + "/")
+        mirrors.insert(0, own_mirror(os.environ["NORMLAB_MIRROR"]))
     target.mkdir(parents=True, exist_ok=True)
     for remote in info.remote:
         dest = target / remote.name
@@ -144,11 +151,20 @@ def fetch(info: DatasetInfo, target: Path, location: Location) -> None:
             try:
                 download(url, dest, remote.md5)
                 break
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
                 failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             location.looked.append("download (" + "; ".join(failures) + ")")
             raise missing_error(location, "offline or the mirrors failed")
+
+
+def own_mirror(value: str) -> str:
+    """$NORMLAB_MIRROR as a base URL; without a scheme urllib would take "localhost" for one."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise UserError(f"NORMLAB_MIRROR={value!r} is not a URL",
+                        f"write it with its scheme, e.g. NORMLAB_MIRROR=http://{value.split('://')[-1].lstrip('/')}")
+    return value.rstrip("/") + "/"
 
 
 def download(url: str, dest: Path, md5: str) -> None:
@@ -158,9 +174,19 @@ def download(url: str, dest: Path, md5: str) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+                received = 0
+                try:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                        if received > MAX_DOWNLOAD_BYTES:
+                            raise ConnectionError(f"the reply is larger than any dataset file ({MAX_DOWNLOAD_BYTES >> 20} MB)")
+                except http.client.HTTPException as exc:     # a chunked reply cut mid-chunk
+                    raise ConnectionError(f"the reply was cut off after {received} bytes ({type(exc).__name__})") from None
+            # urllib returns a reply shorter than its Content-Length without complaint.
+            if total is not None and received < total:
+                raise ConnectionError(f"the reply was cut off after {received} of {total} bytes")
         got = md5sum(Path(tmp))
         if got != md5:
             raise UserError(
@@ -226,11 +252,18 @@ def extract_cifar(archive: Path, target: Path) -> None:
                             "get the archive again from the official source",
                         )
                     if name in wanted and member.isfile():
+                        if member.size > MAX_CIFAR_BATCH_BYTES:
+                            raise UserError(f"{archive} holds {member.name!r} of {member.size >> 20} MB, larger than any "
+                                            "CIFAR-10 batch; nothing was extracted", "get the archive again from the official source")
                         members.append(member)
                 # The "data" filter (PEP 706) refuses links, devices and escaping paths as a second line of defence.
                 tar.extractall(staging, members=members, filter="data")
+        except tarfile.ReadError:
+            # tarfile's message lists every compression it tried, one line each.
+            raise UserError(f"{archive} is not a tar archive (plain, gzip, bz2 or xz)", "delete it and download it again") from None
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UserError(f"{archive} is not a readable tar.gz archive ({exc})", "delete it and download it again") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{archive} is not a readable tar.gz archive ({reason})", "delete it and download it again") from None
         extracted = staging / CIFAR_FOLDER
         missing = sorted(wanted - {f"{CIFAR_FOLDER}/{p.name}" for p in extracted.glob("*")} - {f"{CIFAR_FOLDER}/batches.meta"})
         if missing:
