@@ -165,6 +165,7 @@ class Nested(nn.Module):
 
 def test_convert_swaps_exactly_the_2d_batchnorms():
     model = Nested()
+    model.body[1] = nn.BatchNorm2d(8, affine=False, track_running_stats=False)   # no tensors to copy a dtype from
     bn1d = model.head[2]
     replaced = normlab.convert(model, "gn:2")
     assert [path for path, _, _ in replaced] == ["stem.1", "body.0.1", "body.1"]

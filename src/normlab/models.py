@@ -181,8 +181,9 @@ def convert(model: nn.Module, variant: Variant | str) -> list[tuple[str, nn.Modu
 
     def replace(path, old):
         norms.check_groups(variant, old.num_features, f" of layer {path}")
-        like = old.running_mean if old.running_mean is not None else old.weight   # the device and dtype it had
-        return make_norm(variant, old.num_features).to(like)
+        new = make_norm(variant, old.num_features)
+        like = next(iter([*old.parameters(), *old.buffers()]), None)   # the device and dtype it had
+        return new if like is None else new.to(like)
 
     done = swap(model, lambda m: type(m) is nn.BatchNorm2d, replace)
     if variant.ws:
