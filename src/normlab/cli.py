@@ -183,8 +183,16 @@ def cmd_summary(args) -> int:
 
 def cmd_report(args) -> int:
     from .api import write_any_report
-    for path in write_any_report(Path(args.run_dir), data_dir=args.data_dir):
-        print(path)
+    from .runs import load_run
+    from .storage import lock_folder, own_folder, unlock_folder
+    folder = load_run(args.run_dir).folder        # refuses a folder that is not a run before taking it
+    lock_folder(folder)                           # not while a run writes there; what it writes goes in the manifest
+    try:
+        own_folder(folder)
+        paths = write_any_report(folder, data_dir=args.data_dir)
+    finally:
+        unlock_folder(folder)
+    print("\n".join(map(str, paths)))
     return 0
 
 
