@@ -173,7 +173,6 @@ class Run:
         self.dataset = results["dataset"]
         self.runs = results["runs"]
         self.axes = self.config["axes"]
-        self._misclassified = None
 
     @property
     def variants(self) -> list[str]:
@@ -181,9 +180,7 @@ class Run:
 
     @property
     def misclassified(self) -> dict:
-        if self._misclassified is None:
-            self._misclassified = read_misclassified(self.folder, self.config.get("test_size"))
-        return self._misclassified
+        return read_misclassified(self.folder, self.config.get("test_size"))
 
     @property
     def figures(self) -> dict[str, Path]:
