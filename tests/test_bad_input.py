@@ -240,6 +240,7 @@ CASES = {
     "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is not a regular file"]),
     "results: huge": folder_case(replace_results(lambda path: path.write_bytes(b" " * (65 * 2**20))), words=["results.json is larger than 64 MiB"]),
     "misclassified: wrong types": folder_case(write("misclassified.json", b'{"bn": [{"index": "7"}]}'), words=["is not a normlab misclassified file"]),
+    "misclassified: an index past the test set": folder_case(write("misclassified.json", b'{"bn": [{"index": 64, "true": 1, "pred": 2}]}'), words=["within the test set"]),
     "misclassified: a list": folder_case(write("misclassified.json", b'[1]'), words=["is not a normlab misclassified file"]),
     "huge seed": option_case("--seed", str(2**63), words=["--seed 9223372036854775808 (with --seeds 1) is out of range"]),
     "seed that overflows the epoch seeds": option_case("--seed", str(2**60), words=["is out of range"]),

@@ -117,5 +117,10 @@ def test_compare_takes_the_limits_and_the_library_returns_the_run(fashion_dir, t
     assert isinstance(run, normlab.runs.Run) and run.config["train_size"] == 64 and run.config["test_size"] == 32
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert cli["runs"][0]["final"] == run.runs[0]["final"], "the command line and the library train the same run"
+    swept = normlab.sweep(over={"lr": [0.05, 0.1]}, norms="gn:2", seeds=1, epochs=1, train_limit=64, test_limit=32,
+                          batch_size=16, data_dir=fashion_dir, out=tmp_path / "sweep")
+    assert [(r["key"], r["lr"]) for r in swept.runs] == [("lr0.05-gn2-seed1", 0.05), ("lr0.1-gn2-seed1", 0.1)]
+    assert swept.runs[1]["final"] == run.runs[0]["final"], "lr 0.1 is the default the train run used"
+    assert (tmp_path / "sweep" / "sweep.png").is_file() and set(swept.misclassified) == {"gn:2 lr=0.05", "gn:2 lr=0.1"}
     with pytest.raises(normlab.errors.UserError, match="unknown option 'colour'"):
         normlab.compare(norms="bn", colour="red")

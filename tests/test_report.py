@@ -127,7 +127,8 @@ def test_cifar_grid_shows_the_images_in_their_colours(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({
-        "normlab": "0.1.0", "dataset": "cifar10", "config": {"epochs": 1, "seeds": 1, "variants": ["gn:4"], "data_dir": str(data)},
+        "normlab": "0.1.0", "schema": 2, "dataset": "cifar10",
+        "config": {"epochs": 1, "seeds": 1, "variants": ["gn:4"], "axes": {}, "data_dir": str(data)},
         "runs": [record("gn:4", 1, [50.0])]}))
     (folder / "misclassified.json").write_text(json.dumps({"gn:4": mistakes}))
     run = load_run(folder)
@@ -218,8 +219,9 @@ def snapshot(folder: Path) -> dict:
     (lambda d: (d / "results.json").unlink(), "holds no normlab run"),
     (lambda d: (d / "results.json").write_text("{not json"), "is not valid JSON"),
     (lambda d: (d / "results.json").write_text('{"runs": []}'), "is not a normlab results file"),
-    (lambda d: (d / "results.json").write_text(json.dumps({"dataset": "fashion-mnist", "config": {},
-                                                           "runs": [{"variant": "bn", "epochs": [{"epoch": 1}]}]})),
+    (lambda d: (d / "results.json").write_text(json.dumps({
+        "schema": 2, "dataset": "fashion-mnist", "config": {"axes": {}, "variants": ["bn"]},
+        "runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "axes": {}, "status": "done", "epochs": [{"epoch": 1}]}]})),
      "has an epoch without its losses"),
 ])
 def test_report_of_a_broken_folder_is_one_line_and_exit_2(trained, tmp_path, capsys, damage, words):
@@ -257,7 +259,7 @@ def epoch(n, acc, loss=1.0):
 
 def record(variant, seed, accs, status="done"):
     epochs = [epoch(i + 1, a) for i, a in enumerate(accs)]
-    entry = {"variant": variant, "seed": seed, "params": 14658, "status": status, "seconds": float(len(accs)), "epochs": epochs}
+    entry = {"key": f"{variant.replace(':', '')}-seed{seed}", "variant": variant, "seed": seed, "axes": {}, "params": 14658, "status": status, "seconds": float(len(accs)), "epochs": epochs}
     if epochs:
         entry["final"] = {"test_acc": accs[-1], "test_loss": 1.0, "train_acc": accs[-1] - 1, "train_loss": 1.0,
                           "best_test_acc": max(accs)}
@@ -266,8 +268,8 @@ def record(variant, seed, accs, status="done"):
 
 def test_unfinished_and_diverged_runs_are_drawn_and_reported(tmp_path, trained):
     """A run in progress (and one that diverged) still gets curves and a report; no grid for them."""
-    results = {"normlab": "0.1.0", "dataset": "fashion-mnist",
-               "config": {"epochs": 5, "batch_size": 32, "seeds": 1, "seed": 1, "variants": ["bn", "ln", "gn:4", "in"]},
+    results = {"normlab": "0.1.0", "schema": 2, "dataset": "fashion-mnist",
+               "config": {"epochs": 5, "batch_size": 32, "seeds": 1, "seed": 1, "variants": ["bn", "ln", "gn:4", "in"], "axes": {}},
                "runs": [record("bn", 1, [80, 85, 88, 89, 90]), record("ln", 1, [70, 60], "diverged at epoch 3"),
                         record("gn:4", 1, [75, 80], "running"), record("in", 1, [], "pending")]}
     folder = tmp_path / "partial"

@@ -297,7 +297,7 @@ def test_workers_die_with_the_driver_and_hold_the_lock_until_then(data, home, tm
                "--batch-size", "32", "--workers", "2", "--data-dir", str(data), "--out", str(out)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env(home)) as driver:
         for line in driver.stdout:
-            if "epoch 1/50" in line:          # a worker has trained an epoch: both are up
+            if "epoch  1/50" in line:         # a worker has trained an epoch: both are up
                 break
         workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(workers) == 2, workers

@@ -153,8 +153,10 @@ def test_two_local_workers_give_the_same_table(swept, data, tmp_path):
     assert results["executor"] == {"executor": "local", "workers": 2, "threads_per_worker": threads_per_worker(2)}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster():
+    # One local cluster for every Ray test here: starting a second one in the same process
+    # timed out (gcs_server_port) twice on the loaded 2-core machine.
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'normlab[ray]'); the Ray executor "
                                            "test needs a local Ray cluster")
     ray.init(num_cpus=2, include_dashboard=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import signal
@@ -126,7 +127,14 @@ def run_training(args, norms, over: dict | None = None, lr_scaling: str = "none"
     from .api import experiment
     from .config import TrainConfig
     options = config_options(args)
-    TrainConfig(**options).validate()          # before PyTorch is imported: input errors answer at once
+    cfg = TrainConfig(**options)
+    cfg.validate()                             # before PyTorch is imported: input errors answer at once
+    if sys.stdout.isatty():
+        # On a terminal, say at once what will happen: importing PyTorch alone takes seconds. (In
+        # logs the engine's line, after every check, comes first: an error there is one line.)
+        from .variants import parse_variants
+        runs = len(parse_variants(norms) if isinstance(norms, str) else norms) * cfg.seeds * math.prod(map(len, (over or {}).values()))
+        print(f"normlab {args.command}: {runs} run{'s' * (runs != 1)} into {args.out or 'runs/'}; loading PyTorch and the data ...", flush=True)
     from .executors import make_executor
     executor = make_executor(args.executor, args.workers, options.get("device", "auto"), args.ray_address,
                              args.cpus_per_cell, args.gpus_per_cell, args.max_retries, args.threads)
@@ -183,8 +191,16 @@ def cmd_summary(args) -> int:
 
 def cmd_report(args) -> int:
     from .api import write_any_report
-    for path in write_any_report(Path(args.run_dir), data_dir=args.data_dir):
-        print(path)
+    from .runs import load_run
+    from .storage import lock_folder, own_folder, unlock_folder
+    folder = load_run(args.run_dir).folder        # refuses a folder that is not a run before taking it
+    lock_folder(folder)                           # not while a run writes there; what it writes goes in the manifest
+    try:
+        own_folder(folder)
+        paths = write_any_report(folder, data_dir=args.data_dir)
+    finally:
+        unlock_folder(folder)
+    print("\n".join(map(str, paths)))
     return 0
 
 

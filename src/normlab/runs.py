@@ -131,14 +131,15 @@ def results_problem(results) -> str | None:
     return None
 
 
-def misclassified_problem(value) -> str | None:
+def misclassified_problem(value, test_size: int | None = None) -> str | None:
     if not isinstance(value, dict):
         return "not a JSON object"
+    top = {"index": test_size or float("inf"), "true": 1000, "pred": 1000}
     for name, items in value.items():
         if not isinstance(items, list) or not all(
-                isinstance(m, dict) and all(whole(m.get(k)) and m[k] >= 0 for k in ("index", "true", "pred"))
+                isinstance(m, dict) and all(whole(m.get(k)) and 0 <= m[k] < top[k] for k in top)
                 and number(m.get("confidence", 0)) for m in items):
-            return f"{name!r} is not a list of {{index, true, pred, confidence}}"
+            return f"{name!r} is not a list of {{index, true, pred, confidence}} within the test set"
     return None
 
 
@@ -151,12 +152,12 @@ def read_results(folder: Path) -> dict:
     return results
 
 
-def read_misclassified(folder: Path) -> dict:
+def read_misclassified(folder: Path, test_size: int | None = None) -> dict:
     path = Path(folder) / MISCLASSIFIED
     if not path.exists():
         return {}
     value = read_json(path)
-    problem = misclassified_problem(value)
+    problem = misclassified_problem(value, test_size)
     if problem:
         raise UserError(f"{path} is not a normlab misclassified file ({problem})",
                         "delete it; `normlab report` recomputes it from the checkpoints")
@@ -173,7 +174,6 @@ class Run:
         self.dataset = results["dataset"]
         self.runs = results["runs"]
         self.axes = self.config["axes"]
-        self._misclassified = None
 
     @property
     def variants(self) -> list[str]:
@@ -181,9 +181,7 @@ class Run:
 
     @property
     def misclassified(self) -> dict:
-        if self._misclassified is None:
-            self._misclassified = read_misclassified(self.folder)
-        return self._misclassified
+        return read_misclassified(self.folder, self.config.get("test_size"))
 
     @property
     def figures(self) -> dict[str, Path]:

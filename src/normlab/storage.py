@@ -182,8 +182,8 @@ def own_folder(folder: Path, names=()) -> None:
     """From now on every write into ``folder`` (and its subfolders) is listed in its manifest;
     ``names``: files this run will write from other processes (workers' checkpoints)."""
     folder = Path(folder).resolve()
-    _OWNED[folder] = set()
-    _note(folder, {*(read_manifest(folder) or ()), *names})
+    _OWNED[folder] = read_manifest(folder) or set()
+    _note(folder, set(names))
 
 
 def _note(folder: Path, names: set[str]) -> None:
