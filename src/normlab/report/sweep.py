@@ -192,13 +192,15 @@ def pair_rows(pts: list[Point]) -> list[list[str]]:
 def along_axis_tests(sweep: Sweep, pts: list[Point]) -> list[PairTest]:
     """Per variant (and value of the other axes): the error at the first value of the first axis
     against the last (Holm over all of them)."""
-    first, last = sweep.axes[list(sweep.axes)[0]][0], sweep.axes[list(sweep.axes)[0]][-1]
+    name = list(sweep.axes)[0]
+    first, last = sweep.axes[name][0], sweep.axes[name][-1]
     tests = []
     for p in pts:
         q = next((q for q in pts if q.variant == p.variant and q.at == (last, *p.at[1:])), None)
         if p.at[0] == first and first != last and q and p.errors and q.errors:
             where = "".join(f", {a} {v}" for a, v in zip(list(sweep.axes)[1:], p.at[1:]))
-            (t,) = compare_pairs({f"{p.variant} at {first}{where}": p.errors, f"{p.variant} at {last}{where}": q.errors})
+            (t,) = compare_pairs({f"{p.variant} at {name} {first}{where}": p.errors,
+                                  f"{p.variant} at {name} {last}{where}": q.errors})
             tests.append(t)
     tested = [t for t in tests if t.tested]
     for t, adjusted in zip(tested, holm([t.p for t in tested])):
