@@ -83,15 +83,14 @@ def as_sweep(results: dict) -> Sweep:
 
 
 def load_sweep(folder) -> Sweep:
-    folder = Path(folder)
-    path = folder / RESULTS
-    if not path.is_file():
-        raise UserError(f"{folder} holds no normlab sweep (no {RESULTS})", "pass the --out folder of a normlab sweep")
-    results = read_json(path)
+    """A sweep folder's results, checked at the door; a one-line error for anything else."""
+    path = Path(folder) / RESULTS
+    results = read_json(path) if path.is_file() else None
     runs = results.get("cells", results.get("runs")) if isinstance(results, dict) else None
     if not (is_sweep_results(results) and isinstance(results.get("config"), dict) and isinstance(runs, list)
             and all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in runs)):
-        raise UserError(f"{path} is not a normlab sweep file", "pass the --out folder of a normlab sweep")
+        what = "is not a normlab sweep file" if path.is_file() else "does not exist"
+        raise UserError(f"{path} {what}", "pass the --out folder of a normlab sweep")
     return as_sweep(results)
 
 
