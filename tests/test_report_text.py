@@ -137,6 +137,21 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
                                                                          "GroupNorm, 4 groups (gn:4), 3 seeds"]
     rows = (folder / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("lr,batch_size,variant,seeds_done") and len(rows) == 1 + 8
+    render = render_script()
+    if render.find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the HTML was checked statically only")
+    shown = render.check_page(folder / "report.html")
+    assert shown["ok"], shown["broken"]
+    assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
+
+
+def render_script():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("render_report", Path(__file__).parent.parent / "scripts" / "render_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_dir_lists_the_public_api():

@@ -119,9 +119,9 @@ def significance_section(groups: list[VariantRuns], key: str) -> Section | None:
     table = Table(["pair (higher mean first)", "seeds", "difference (points)", "size of the gap (bootstrap 95%)",
                    "verdict (Welch's t-test, Holm)"], rows, numeric={1, 2})
     family = max((t.family for t in tests), default=0)
+    holm = f"with Holm's correction for the {family} pairs tested at once" if family > 1 else "(one pair: nothing to correct)"
     note = ("One verdict per pair, decided by Welch's t-test (no assumption that the two vary equally from seed to "
-            f"seed) with Holm's correction for the {plural(family, 'pair')} tested at once: significant when the "
-            "adjusted p is below 0.05. The bootstrap interval resamples each variant's seeds and only sizes the gap; "
+            f"seed) {holm}: significant when the adjusted p is below 0.05. The bootstrap interval resamples each variant's seeds and only sizes the gap; "
             "with 2-3 seeds it is rough and too narrow, so it never decides. Not significant means these seeds "
             "cannot tell the two apart, not that they are equal.")
     return Section("Are the differences real?", [table, Paragraph(note)]
@@ -205,16 +205,21 @@ def explain_page(run) -> Page:
         Markdown(explain_markdown(explain(), 2, EXPLAIN_FIGURE))])
 
 
-def write_run_report(run: Run, data_dir=None, test=None) -> list[Path]:
+def write_run_report(run: Run, data_dir=None, test=None, log=None) -> list[Path]:
     from ..explain import draw_figure
+    say = log or (lambda line: None)
     if test is None and (run.misclassified or missing_mistakes(run)):
+        say("report: reading the test set")
         test = run.test_set(data_dir)
     if test is not None:
         fill_misclassified(run, test)
     groups = group_runs(run, run_variants(run))
+    say(f"report: drawing {CURVES}")
     written = [write_curves(run)]
+    say("report: drawing the misclassified grids")
     grids = write_grids(run, test)
     written += list(grids.values())
+    say(f"report: drawing {EXPLAIN_FIGURE}, summarizing the nets (torchinfo)")
     draw_figure(run.folder / EXPLAIN_FIGURE)
     written.append(run.folder / EXPLAIN_FIGURE)
     variants = [Variant.parse(g.variant) for g in groups]
@@ -222,22 +227,25 @@ def write_run_report(run: Run, data_dir=None, test=None) -> list[Path]:
     summary = summary_text(variants, run.dataset, rows)
     write_text(run.folder / SUMMARY, summary)
     written.append(run.folder / SUMMARY)
+    say(f"report: writing {EXPLAIN_HTML} and {REPORT_HTML}")
     written += write_page(explain_page(run), run.folder, EXPLAIN_MD, EXPLAIN_HTML)
     written += write_page(run_page(run, groups, grids, summary, rows), run.folder, REPORT_MD, REPORT_HTML)
     return written
 
 
-def write_report(folder_or_run, data_dir=None, test=None) -> list[Path]:
+def write_report(folder_or_run, data_dir=None, test=None, log=None) -> list[Path]:
     """Every figure and page of a run or sweep folder (report.md, report.html, ...); returns their paths.
 
     ``test``: the test set if already in memory; otherwise it is read from ``data_dir`` (or
     where the run found it) before anything is written, so a missing dataset changes nothing.
+    ``log``: called with a line before each step (e.g. ``print``), so a person sees what is drawn.
     """
     if isinstance(folder_or_run, Run):
-        return write_run_report(folder_or_run, data_dir, test)
+        return write_run_report(folder_or_run, data_dir, test, log)
     from .sweep import is_sweep_results, write_sweep_report
     folder = Path(folder_or_run)
     results = read_json(folder / RESULTS) if (folder / RESULTS).is_file() else None
     if is_sweep_results(results):
+        (log or (lambda line: None))("report: drawing the sweep figure and writing its report")
         return write_sweep_report(folder)
-    return write_run_report(load_run(folder), data_dir, test)
+    return write_run_report(load_run(folder), data_dir, test, log)
