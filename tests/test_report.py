@@ -28,8 +28,9 @@ from normlab.report.findings import findings
 from normlab.report.style import png_bytes, variant_colors
 
 VARIANTS = ["bn", "gn:2"]
-FIGURES = ["curves.png", "misclassified-bn.png", "misclassified-gn2.png", "explain.png"]
-REPORT_FILES = FIGURES + ["summary.txt", "report.md", "report.html"]
+REPORT_FIGURES = ["curves.png", "misclassified-bn.png", "misclassified-gn2.png"]     # embedded in report.html
+FIGURES = REPORT_FIGURES + ["explain.png"]                                          # explain.png: in explain.html
+REPORT_FILES = FIGURES + ["summary.txt", "report.md", "report.html", "explain.md", "explain.html"]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,11 @@ def test_compare_writes_every_figure_and_the_report(trained):
     summary = (out / "summary.txt").read_text()
     assert "BatchNorm2d" in summary and "GroupNorm" in summary and "19,378" in summary and "share" in summary
     md = (out / "report.md").read_text()
-    for name in FIGURES:
+    for name in REPORT_FIGURES:
         assert f"{name}" in md
-    assert "`bn`" in md and "`gn:2`" in md
+    assert "`bn`" in md and "`gn:2`" in md and "[explain.md](explain.md)" in md
+    assert "![" in (out / "explain.md").read_text() and "explain.png" in (out / "explain.md").read_text()
+    assert "Total mult-adds (M)" in summary and "Units." not in summary and "[1, 10]" in summary
 
 
 def assert_tiles_show(png_data: bytes, boxes, images: list[np.ndarray]) -> None:
@@ -148,7 +151,7 @@ def test_one_colour_per_variant_in_every_figure(run, trained):
     fig = plot_curves(run)
     legend = fig.legends[0]
     labels = [t.get_text() for t in legend.get_texts()]
-    assert labels == ["bn (2 seeds)", "gn:2 (2 seeds)"]
+    assert labels == ["BatchNorm (bn), 2 seeds", "GroupNorm, 2 groups (gn:2), 2 seeds"]
     for handle, variant in zip(legend.legend_handles, VARIANTS):
         assert handle.get_color() == colors[variant]
     assert "min–max" in fig._suptitle.get_text()
@@ -182,14 +185,18 @@ def test_html_report_is_self_contained(trained):
     parser = Refs()
     parser.feed(text)
     assert not {"link", "script", "iframe", "object", "embed", "base"} & set(parser.tags)
-    assert all(value.startswith("data:") or value.startswith("#") for _, _, value in parser.refs), parser.refs
+    # Only embedded data, the page's own anchors, and the explanation page normlab wrote beside it.
+    assert all(value.startswith(("data:", "#")) or value == "explain.html" for _, _, value in parser.refs), parser.refs
+    assert ("a", "href", "explain.html") in parser.refs and ("a", "href", "#results") in parser.refs
     # Nothing in the styles fetches anything either (a cited address in the text is no reference).
     css = "".join(re.findall(r"<style>(.*?)</style>", text, re.S))
     assert css and "@import" not in css and "url(" not in css and "://" not in css
     assert 'style="' not in text
     # Every figure is embedded, byte for byte.
     embedded = [base64.b64decode(src.split(",", 1)[1]) for src in parser.images]
-    assert sorted(embedded) == sorted((out / name).read_bytes() for name in FIGURES)
+    assert sorted(embedded) == sorted((out / name).read_bytes() for name in REPORT_FIGURES)
+    explain = (out / "explain.html").read_text()
+    assert explain.count("data:image/png;base64,") == 1 and 'src="explain.png"' not in explain
 
 
 def test_report_command_rebuilds_deleted_files(trained, tmp_path, capsys):
@@ -278,7 +285,8 @@ def test_unfinished_and_diverged_runs_are_drawn_and_reported(tmp_path, trained):
     assert run_cli("report", folder) == 0          # nothing to draw from the test set: data not needed
     run = load_run(folder)
     labels = [t.get_text() for t in plot_curves(run).legends[0].get_texts()]
-    assert labels == ["bn", "ln: diverged at epoch 3", "gn:4: running, 2/5 epochs", "in: pending, 0/5 epochs"]
+    assert labels == ["BatchNorm (bn)", "LayerNorm (ln): diverged at epoch 3", "GroupNorm, 4 groups (gn:4): running, 2/5 epochs",
+                      "InstanceNorm (in): pending, 0/5 epochs"]
     md = (folder / "report.md").read_text()
     assert "incomplete" in md and "1 of 4 runs finished" in md and "diverged at epoch 3" in md
     assert "No grid for `ln`, `gn:4`, `in`: their runs did not finish" in md
@@ -327,22 +335,21 @@ def test_report_table_shows_mean_and_std_across_seeds(trained):
     run = load_run(trained[0])
     accs = [r["final"]["test_acc"] for r in run.runs if r["variant"] == "bn"]
     mean, std = np.mean(accs), np.std(accs, ddof=1)
-    assert f"| `bn` | 2 | {mean:.2f} ± {std:.2f} |" in md
-    assert "mean ± sample standard deviation" in md
-    half = 12.706204736174707 * std / np.sqrt(2)                 # t(0.975, df=1)
-    assert f"| {mean:.2f} ± {std:.2f} | {mean - half:.2f} to {mean + half:.2f} |" in md
+    # From 2 seeds the 95% t-interval is mean ± 12.7 standard errors: not shown, and the note says why.
+    assert f"| `bn` | 2 | {mean:.2f} ± {std:.2f} | - |" in md
+    assert "mean ± sample standard deviation" in md and "shown from 3 seeds: from 2 it is the mean ± 12.7" in md
 
 
 def test_report_has_the_pairwise_significance_table(trained):
     md = (trained[0] / "report.md").read_text()
     html = (trained[0] / "report.html").read_text()
-    assert "## Are the differences real?" in md and "<h2>Are the differences real?</h2>" in html
+    assert "## Are the differences real?" in md and '<h2 id="are-the-differences-real">Are the differences real?</h2>' in html
     run = load_run(trained[0])
     acc = {v: [r["final"]["test_acc"] for r in run.runs if r["variant"] == v] for v in VARIANTS}
     high, low = sorted(VARIANTS, key=lambda v: -np.mean(acc[v]))
     row = next(line for line in md.splitlines() if line.startswith(f"| `{high}` vs `{low}` | 2, 2 |"))
     assert f"| {np.mean(acc[high]) - np.mean(acc[low]):+.2f} |" in row
-    assert row.rstrip(" |").endswith(("significant", "not tested"))
+    assert re.search(r"\| (not tested|(not )?significant at 5% \(Welch's t-test p = [^|]*\)) \|$", row), row
 
 
 def test_notebook_runs_end_to_end(trained, tmp_path, monkeypatch):
@@ -350,6 +357,14 @@ def test_notebook_runs_end_to_end(trained, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     notebook = Path(__file__).parent.parent / "examples" / "compare.ipynb"
     nb = nbformat.read(notebook, as_version=4)
+    import normlab
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    used = set(re.findall(r"\bnormlab\.(\w+)", code)) | {n.strip() for names in re.findall(r"from normlab import ([\w, ]+)", code)
+                                                         for n in names.split(",")}
+    assert used and used <= set(normlab.__all__) | {"compare"}, used - set(normlab.__all__)
+    assert "from normlab." not in code and "import normlab." not in code, "the notebook uses only the public API"
+    if "compare" not in normlab.__all__:
+        pytest.skip("normlab.compare comes with the engine branch; the notebook calls it")
     saved = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in saved), "the notebook is committed with its outputs"
     out = tmp_path / "nb-run"
@@ -378,7 +393,7 @@ def test_report_renders_in_chromium(trained, tmp_path):
     shot = tmp_path / "page.png"
     record = render.check_page(trained[0] / "report.html", screenshot=shot)
     assert record["ok"], record["broken"]
-    assert len(record["images"]) == len(FIGURES)
+    assert len(record["images"]) == len(REPORT_FIGURES)
     assert all(i["naturalWidth"] > 300 and i["shownWidth"] > 300 for i in record["images"])
     assert png(shot).shape[0] > 1000
 
@@ -389,50 +404,27 @@ def test_report_help(capsys):
     assert "RUN_DIR" in out and "--data-dir" in out and "Trains nothing" in out
 
 
-def test_markdown_section_renders_generated_markdown(tmp_path):
-    """The explanation hook's way in: Markdown with a heading, sub-headings, a pipe table, an
-    image in the run folder, code and a cited address becomes blocks; report.html embeds the
-    image and links nothing outside."""
-    from normlab.report.page import Code, Heading, Image, Paragraph, Section, Table, markdown_section, to_html, to_markdown
+def test_one_document_model_renders_markdown_and_self_contained_html(tmp_path):
+    """Blocks to Markdown and to HTML: a table of contents with working anchors, a generated
+    Markdown fragment (rendered by markdown-it-py, its image embedded), a link to a sibling page
+    (to its .html twin), and a cited address that stays text."""
+    from normlab.report.page import Code, Heading, Image, Markdown, Page, Paragraph, Section, Table, Toc, to_html, to_markdown
     (tmp_path / "explain.png").write_bytes(png_bytes(plot_figure_stub()))
-    text = """## How each normalization computes its statistics
-
-Every norm computes `y = (x - mean) / sqrt(var + eps)`;
-they differ in **which** values share a mean.
-
-![which values share a mean](explain.png)
-
-### BatchNorm (`bn`)
-
-| statistic | values | mean |
-|---|---|---:|
-| channel 0 | 4 5 7 9 | 6.25 |
-
-```
-x = [[1, 2]]
-```
-
-Wu and He, [Group Normalization](https://arxiv.org/abs/1803.08494).
-"""
-    section = markdown_section(text)
-    assert section.title == "How each normalization computes its statistics"
-    kinds = [type(b) for b in section.blocks]
-    assert kinds == [Paragraph, Image, Heading, Table, Code, Paragraph]
-    assert section.blocks[0].text == ("Every norm computes `y = (x - mean) / sqrt(var + eps)`; they differ in **which** "
-                                      "values share a mean.")
-    table = section.blocks[3]
-    assert table.header == ["statistic", "values", "mean"] and table.rows == [["channel 0", "4 5 7 9", "6.25"]]
-    assert table.numeric == {2}
-    page = to_html("t", [section], tmp_path)
-    assert "<h3>BatchNorm (<code>bn</code>)</h3>" in page and "<strong>which</strong>" in page
-    assert '<td class="num">6.25</td>' in page and "<pre>x = [[1, 2]]</pre>" in page
-    assert "data:image/png;base64," in page and 'src="explain.png"' not in page
-    assert "href" not in page and "Group Normalization (https://arxiv.org/abs/1803.08494)" in page
-    md = to_markdown("t", [section])
-    assert "## How each normalization computes its statistics" in md and "![which values share a mean](explain.png)" in md
-    assert "| channel 0 | 4 5 7 9 | 6.25 |" in md and "### BatchNorm (`bn`)" in md
-    with pytest.raises(ValueError):
-        markdown_section("no heading here")
+    fragment = "### BatchNorm (`bn`)\n\n| statistic | mean |\n|---|---:|\n| channel 0 | 6.25 |\n\n![cube](explain.png)\n"
+    page = Page("t", [Section("Are the differences real?", [Paragraph("see [the explanation](explain.md); **which**, "
+                                                                      "Wu and He, [GN](https://arxiv.org/abs/1803.08494)")]),
+                      Section("Worked", [Heading("x"), Markdown(fragment), Table(["a", "b"], [["1", "2"]], {1}),
+                                         Image("explain.png", "cube"), Code("x = [[1, 2]]")])], intro=[Toc()])
+    md = to_markdown(page)
+    assert "- [Are the differences real?](#are-the-differences-real)" in md and "| channel 0 | 6.25 |" in md
+    assert "[the explanation](explain.md)" in md and "## Worked" in md and "```\nx = [[1, 2]]\n```" in md
+    html = to_html(page, tmp_path)
+    assert '<a href="#are-the-differences-real">' in html and '<h2 id="are-the-differences-real">' in html
+    assert '<a href="explain.html">the explanation</a>' in html and "<strong>which</strong>" in html
+    assert "GN (https://arxiv.org/abs/1803.08494)" in html and 'href="https' not in html
+    assert "<h3>BatchNorm (<code>bn</code>)</h3>" in html and '<td class="num">6.25</td>' in html
+    assert '<td class="num">2</td>' in html and "<pre>x = [[1, 2]]</pre>" in html
+    assert html.count("data:image/png;base64,") == 2 and 'src="explain.png"' not in html and 'style="' not in html
 
 
 def plot_figure_stub():

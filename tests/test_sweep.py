@@ -77,11 +77,11 @@ def test_sweep_table_is_the_mean_and_spread_of_the_cells(swept):
         assert float(row["test_err_mean"]) == pytest.approx(statistics.fmean(errors), abs=1e-4)
         assert float(row["test_err_std"]) == pytest.approx(statistics.stdev(errors), abs=1e-4)
         assert float(row["test_err_ci95_low"]) <= float(row["test_err_mean"]) <= float(row["test_err_ci95_high"])
-    md = (swept / "sweep.md").read_text()
+    md = (swept / "report.md").read_text()
     first = rows[0]
     assert f"| 4 | 0.003125 | {float(first['test_err_mean']):.2f} ± {float(first['test_err_std']):.2f} |" in md
-    assert "![test error against batch size](sweep.png)" in md
-    assert "## Does the error grow as the batch shrinks?" in md and "Welch's t-test" in md
+    assert "![test error against batch size](sweep.png)" in md and (swept / "report.html").is_file()
+    assert "## Does the error change along batch size?" in md and "Welch's t-test" in md
 
 
 def test_sweep_figure_is_a_picture(swept):
@@ -93,11 +93,11 @@ def test_sweep_figure_is_a_picture(swept):
 def test_report_rebuilds_the_sweep_files(swept, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(swept, copy)
-    for name in ("sweep.png", "sweep.csv", "sweep.md"):
+    for name in ("sweep.png", "sweep.csv", "report.md", "report.html"):
         (copy / name).unlink()
     assert run_cli("report", copy) == 0
     assert (copy / "sweep.csv").read_text() == (swept / "sweep.csv").read_text()
-    assert (copy / "sweep.md").read_text() == (swept / "sweep.md").read_text()
+    assert (copy / "report.md").read_text() == (swept / "report.md").read_text()
     assert (copy / "sweep.png").stat().st_size > 10_000
 
 
@@ -284,7 +284,8 @@ def test_a_sweep_is_a_run_like_any_other(swept):
     assert run.load_model("gn:2", 2, batch_size=32).training is False
     fig = plot_sweep(run.results)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "32"]
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["bn (2 seeds)", "gn:2 (2 seeds)"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["BatchNorm (bn), 2 seeds",
+                                                                           "GroupNorm, 2 groups (gn:2), 2 seeds"]
 
 
 GRIDS = {"lr": ["--over", "lr=0.03,0.1"], "two axes": ["--over", "lr=0.03,0.1", "--batch-sizes", "16,32"]}

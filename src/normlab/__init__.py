@@ -2,7 +2,7 @@
 
     from normlab import Variant, build_model, convert, register_norm, load_dataset, load_run
     from normlab import plot_curves, plot_misclassified, write_report
-    from normlab import compare_pairs, plot_sweep
+    from normlab import compare_pairs, plot_sweep, preprocess
     run = normlab.compare(dataset="fashion-mnist", norms="bn,gn:4", epochs=3, out="runs/x")   # also train, sweep
 """
 
@@ -17,8 +17,13 @@ _EXPORTS = {"Variant": ".variants", "build_model": ".models", "convert": ".model
             "register_norm": ".norms", "load_dataset": ".data", "load_run": ".runs",
             "TrainConfig": ".config", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
             "write_report": ".report.build", "compare_pairs": ".stats", "plot_sweep": ".report.sweep",
-            "compare": ".api", "train": ".api", "sweep": ".api"}
+            "preprocess": ".data.batches", "compare": ".api", "train": ".api", "sweep": ".api"}
 __all__ = [*_EXPORTS, "__version__"]
+
+
+def __dir__():
+    # The public API, not this module's few internals (dir() would otherwise list only import_module).
+    return sorted(__all__)
 
 
 def __getattr__(name):

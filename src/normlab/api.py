@@ -34,14 +34,10 @@ def experiment(norms, out=None, over: dict | None = None, lr_scaling: str = "non
                       resume, overwrite, executor)
 
 
-def write_any_report(out: Path, test=None, data_dir=None) -> list[Path]:
-    """The report of any run folder: a comparison's, or a sweep's."""
-    from .runs import read_results
-    if read_results(out)["config"]["axes"]:
-        from .report.sweep import write_sweep_report
-        return write_sweep_report(out)
+def write_any_report(out: Path, test=None, data_dir=None, log=print) -> list[Path]:
+    """The report of any run folder (a comparison's or a sweep's), saying what it draws."""
     from .report.build import write_report
-    return write_report(out, data_dir, test)
+    return write_report(out, data_dir, test, log=log)
 
 
 def run(exp, log=print):

@@ -35,14 +35,15 @@ SYNTHETIC_IMAGES = 10_000
 
 @dataclass
 class BenchConfig:
+    """Defaults: the quick bench (about a minute on CPU). ``bench_config(full=True)``: the long one."""
     dataset: str = "cifar10"
-    variants: tuple[str, ...] = ("bn", "ln", "gn")
+    variants: tuple[str, ...] = ("bn", "gn")
     device: str = "auto"
     batch_size: int = 128
-    steps: int = 40                    # training steps per timed window
-    windows: int = 5                   # windows per pipeline; the median is reported
-    reference_workers: tuple[int, ...] = (0, 2)
-    full: bool = False                 # also time the whole job through train_run
+    steps: int = 15                    # training steps per timed window
+    windows: int = 3                   # windows per pipeline; the median is reported
+    reference_workers: tuple[int, ...] = (0,)
+    full: bool = False                 # also time the whole job through train_run (and the full preset)
     compile: bool = False              # also time normlab's path under torch.compile
     nchw: bool = False                 # also time normlab's path with NCHW tensors
     epochs: int = 20                   # of the full job
@@ -59,6 +60,15 @@ class BenchConfig:
         ]:
             if not ok:
                 raise UserError(what, fix)
+
+
+# --full: every seed norm, longer windows, the reference with loader workers too, and the whole job.
+FULL = {"variants": ("bn", "ln", "gn"), "steps": 40, "windows": 5, "reference_workers": (0, 2)}
+
+
+def bench_config(full: bool = False, **given) -> BenchConfig:
+    """The quick bench or, with ``full``, the long one; options given (not None) win over either."""
+    return BenchConfig(full=full, **{**(FULL if full else {}), **{k: v for k, v in given.items() if v is not None}})
 
 
 def bench_data(cfg: BenchConfig) -> tuple[Dataset, Dataset, str]:

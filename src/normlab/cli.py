@@ -170,8 +170,6 @@ def print_outcome(results: dict, out: Path) -> None:
     print(f"\nrun folder: {out}")
     if (out / "report.html").exists():
         print(f"report:     {out / 'report.html'}")
-    elif (out / "sweep.png").exists():
-        print(f"figure:     {out / 'sweep.png'}\ntable:      {out / 'sweep.md'}, {out / 'sweep.csv'}")
 
 
 def cmd_compare(args) -> int:

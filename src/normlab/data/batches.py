@@ -29,6 +29,18 @@ class Normalizer:
         return torch.addcmul(self.shift, x, self.scale)
 
 
+def preprocess(images_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
+    """uint8 images as stored (N x C x H x W, or one C x H x W) -> the float input normlab's models
+    expect; a model fed raw 0-255 values predicts one class for everything, silently."""
+    from . import dataset_info
+    if not isinstance(images_uint8, torch.Tensor) or images_uint8.dtype != torch.uint8:
+        from ..errors import UserError
+        raise UserError(f"preprocess takes uint8 images as stored, got {getattr(images_uint8, 'dtype', type(images_uint8))}",
+                        "pass e.g. load_dataset(...).images[:10]")
+    images = images_uint8[None] if images_uint8.ndim == 3 else images_uint8
+    return Normalizer(dataset_info(dataset), images.device)(images)
+
+
 class TrainBatches:
     """One epoch = a fresh permutation; every batch randomly translated (and flipped for photos).
 

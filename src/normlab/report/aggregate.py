@@ -9,7 +9,26 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-METRICS = ("test_loss", "test_acc", "train_loss", "train_acc")
+METRICS = ("test_loss", "test_acc", "val_loss", "val_acc", "train_loss", "train_acc")
+
+# The accuracy a comparison ranks by. Records with a validation split carry the test accuracy at
+# the epoch validation chose; older ones (and --val 0) only the test accuracy after the last epoch.
+AT_BEST_VAL = "test_acc_at_best_val"
+
+
+def headline_key(runs: list[dict]) -> str:
+    """'test_acc_at_best_val' when every finished run has it, else 'test_acc' (final)."""
+    done = [r for r in runs if r.get("status") == "done" and "final" in r]
+    return AT_BEST_VAL if done and all(AT_BEST_VAL in r["final"] for r in done) else "test_acc"
+
+
+def headline_words(key: str, val_size: int | None = None) -> str:
+    """What the ranked accuracy is, in words the report uses in its tables and findings."""
+    if key != AT_BEST_VAL:
+        return "test accuracy after the last epoch (no validation split, so no epoch was chosen)"
+    held = f"{val_size:,} held-out training images" if isinstance(val_size, int) else "held-out training images"
+    return (f"test accuracy at the epoch chosen by validation accuracy on {held}; the test set was never used "
+            f"to choose")
 
 
 @dataclass
@@ -51,7 +70,8 @@ class VariantRuns:
         by_epoch: dict[int, list[float]] = {}
         for run in self.runs:
             for e in run.get("epochs", []):
-                by_epoch.setdefault(int(e["epoch"]), []).append(float(e[metric]))
+                if isinstance(e.get(metric), (int, float)):      # val_* is absent with --val 0
+                    by_epoch.setdefault(int(e["epoch"]), []).append(float(e[metric]))
         curve = Curve()
         for epoch in sorted(by_epoch):
             values = by_epoch[epoch]

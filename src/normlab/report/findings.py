@@ -11,7 +11,8 @@ Holm's correction over every pair of variants, and a bootstrap interval of the g
 from __future__ import annotations
 
 from ..stats import PairTest, compare_pairs, fmt_p
-from .aggregate import VariantRuns, mean_std
+from .aggregate import AT_BEST_VAL, VariantRuns, headline_key, mean_std
+from .style import plural
 
 # Below this, a drop from the best epoch to the last is not worth a sentence.
 NOTABLE_DROP = 0.5                    # accuracy points
@@ -21,9 +22,32 @@ def pct(value: float) -> str:
     return f"{value:.2f}%"
 
 
-def pair_tests(groups: list[VariantRuns]) -> list[PairTest]:
-    """Every pair of variants that finished at least one seed, on final test accuracy."""
-    return compare_pairs({g.variant: g.final("test_acc") for g in groups if g.final("test_acc")})
+def metric_words(key: str) -> str:
+    return "test accuracy at the best-validation epoch" if key == AT_BEST_VAL else "final test accuracy"
+
+
+def pair_tests(groups: list[VariantRuns], key: str = "test_acc") -> list[PairTest]:
+    """Every pair of variants that finished at least one seed, on the ranked accuracy ``key``."""
+    return compare_pairs({g.variant: g.final(key) for g in groups if g.final(key)})
+
+
+def verdict(t: PairTest) -> str:
+    """The one verdict of a comparison, with the test that decides it."""
+    if not t.tested:
+        return "not tested"
+    holm = f"; Holm-adjusted for {plural(t.family, 'pair')}: {fmt_p(t.p_holm)}" if t.family > 1 else ""
+    return f"{'significant' if t.significant else 'not significant'} at 5% (Welch's t-test p = {fmt_p(t.p)}{holm})"
+
+
+def gap_size(t: PairTest, unit: str = "points") -> str:
+    """The bootstrap interval, worded as the gap's size and never as a second verdict."""
+    if not t.tested:
+        return "-"
+    text = f"{t.low:+.2f} to {t.high:+.2f} {unit}"
+    if not t.significant and (t.low > 0 or t.high < 0):
+        text += (f" (excludes 0 only because {min(t.n_a, t.n_b)} seeds give the bootstrap few distinct resamples, "
+                 f"so it is too narrow; the t-test decides)")
+    return text
 
 
 def find_pair(tests: list[PairTest], x: str, y: str) -> PairTest | None:
@@ -36,7 +60,8 @@ def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[Pa
     ``tests``: the pairwise tests of the whole run (so the p-value carries Holm's correction
     for every pair compared); without them only this pair is tested.
     """
-    a, b = leader.final("test_acc"), runner_up.final("test_acc")
+    key = headline_key(leader.runs + runner_up.runs)
+    a, b = leader.final(key), runner_up.final(key)
     if len(a) < 2 or len(b) < 2:
         seeds = "one seed" if min(len(a), len(b)) == 1 else "too few seeds"
         return (f"With {seeds} per variant the run-to-run noise is unknown, so this ranking alone does not show "
@@ -48,19 +73,22 @@ def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[Pa
              f"{std_b:.2f} over {len(b)} of `{runner_up.variant}`")
     if not test.tested:
         return f"The margin is not tested: {test.why_not} ({noise}). No winner is claimed."
-    corrected = f", {fmt_p(test.p_holm)} after Holm's correction for {test.family} pairs" if test.family > 1 else ""
-    evidence = (f"Welch's t-test p = {fmt_p(test.p)}{corrected}; bootstrap 95% interval of the gap "
-                f"{test.low:.2f} to {test.high:.2f} points; {noise}")
+    corrected = (f", {fmt_p(test.p_holm)} after Holm's correction for {plural(test.family, 'pair')}"
+                 if test.family > 1 else "")
+    evidence = f"Welch's t-test p = {fmt_p(test.p)}{corrected}"
+    size = f"The gap's size, as a bootstrap 95% interval: {gap_size(test)}; {noise}."
     if test.significant:
         return (f"The margin is significant at the 5% level ({evidence}): it is larger than the run-to-run noise "
-                f"explains.")
+                f"explains. {size}")
     return (f"The margin is not significant at the 5% level ({evidence}): it is within the run-to-run noise, so no "
-            f"winner is claimed. More seeds would detect a smaller real gap.")
+            f"winner is claimed. More seeds would detect a smaller real gap. {size}")
 
 
 def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list[str]:
     """Paragraphs (Markdown with `code` spans) about the run's variants."""
     out: list[str] = []
+    key = headline_key([r for g in groups for r in g.runs])
+    words = metric_words(key)
     runs = [r for g in groups for r in g.runs]
     finished = [r for r in runs if r.get("status") == "done"]
     unfinished = [r for g in groups for r in g.unfinished]
@@ -74,25 +102,25 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
             out.append(f"`{g.variant}`{seed} {r['status']}: its training loss stopped being a finite number, so "
                        f"its curve ends there and it is left out of the comparison.")
 
-    ranked = sorted((g for g in groups if g.final("test_acc")), key=lambda g: -mean_std(g.final("test_acc"))[0])
+    ranked = sorted((g for g in groups if g.final(key)), key=lambda g: -mean_std(g.final(key))[0])
     if not ranked:
         out.append("No variant has finished yet, so there is nothing to compare.")
         return out
     if len(ranked) == 1:
         g = ranked[0]
-        out.append(f"Only `{g.variant}` finished ({pct(mean_std(g.final('test_acc'))[0])} final test accuracy), "
+        out.append(f"Only `{g.variant}` finished ({pct(mean_std(g.final(key))[0])} {words}), "
                    f"so there is nothing to compare it with.")
         return out
 
     leader, runner_up = ranked[0], ranked[1]
-    lead_acc, second_acc = mean_std(leader.final("test_acc"))[0], mean_std(runner_up.final("test_acc"))[0]
-    several = any(len(g.final("test_acc")) > 1 for g in ranked)
+    lead_acc, second_acc = mean_std(leader.final(key))[0], mean_std(runner_up.final(key))[0]
+    several = any(len(g.final(key)) > 1 for g in ranked)
     mean_word = "mean " if several else ""
-    out.append(f"`{leader.variant}` has the highest {mean_word}final test accuracy, {pct(lead_acc)}, "
+    out.append(f"`{leader.variant}` has the highest {mean_word}{words}, {pct(lead_acc)}, "
                f"{lead_acc - second_acc:.2f} points ahead of `{runner_up.variant}` ({pct(second_acc)}). "
                + margin_statement(leader, runner_up, pair_tests(groups)))
-    out.append(f"Final test accuracy, best first: "
-               + ", ".join(f"`{g.variant}` {pct(mean_std(g.final('test_acc'))[0])}" for g in ranked) + ".")
+    out.append(f"{words[0].upper() + words[1:]}, best first: "
+               + ", ".join(f"`{g.variant}` {pct(mean_std(g.final(key))[0])}" for g in ranked) + ".")
 
     by_loss = sorted(ranked, key=lambda g: mean_std(g.final("test_loss"))[0])
     if by_loss[0] is not leader:
@@ -101,7 +129,9 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
                    f"for `{leader.variant}`): loss also weighs how confident the wrong answers are.")
 
     drops = []
-    for g in ranked:
+    for g in ranked if key != AT_BEST_VAL else []:      # older records: the test peak, described, not chosen
+        if not g.final("best_test_acc"):
+            continue
         best, final = mean_std(g.final("best_test_acc"))[0], mean_std(g.final("test_acc"))[0]
         if best - final >= NOTABLE_DROP:
             drops.append(f"`{g.variant}` peaked at {pct(best)} and ended at {pct(final)}")
@@ -121,7 +151,7 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
             per_epoch[g.variant] = mean_std(times)[0]
     if len(per_epoch) > 1:
         fast, slow = min(per_epoch, key=per_epoch.get), max(per_epoch, key=per_epoch.get)
-        if per_epoch[slow] < 1.1 * per_epoch[fast]:
+        if per_epoch[slow] < 1.1 * per_epoch[fast] or f"{per_epoch[slow]:.1f}" == f"{per_epoch[fast]:.1f}":
             span = f"{per_epoch[fast]:.1f}"
             span += "" if f"{per_epoch[slow]:.1f}" == span else f"-{per_epoch[slow]:.1f}"
             out.append(f"Wall time per epoch was about the same for every variant ({span} s).")
@@ -131,9 +161,25 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     return out
 
 
+def tuning_note(groups: list[VariantRuns]) -> str | None:
+    """A ranking is fair only if no variant got settings tuned for another: say what was shared."""
+    lrs = {g.variant: sorted({float(r["lr"]) for r in g.runs if isinstance(r.get("lr"), (int, float))}) for g in groups}
+    if len(groups) < 2:
+        return None
+    if len({tuple(v) for v in lrs.values()}) > 1:
+        each = ", ".join(f"`{v}` {', '.join(f'{x:g}' for x in lr)}" for v, lr in lrs.items() if lr)
+        return (f"Each variant trained at its own learning rate ({each}), chosen on validation data for that variant; "
+                f"the ranking compares each at its own rate.")
+    return ("Every variant trained with the same settings (learning rate, schedule, weight decay), not tuned for "
+            "each: a variant that needs another learning rate may rank lower for that reason alone "
+            "(`--lr auto` searches one per variant on validation data).")
+
+
 def run_findings(run) -> list[str]:
     """The findings of a loaded run (what the report's Findings section says)."""
     from .aggregate import group_runs
     from .style import run_variants
     planned = len(run.config.get("variants", [])) * run.config.get("seeds", 1) or None
-    return findings(group_runs(run, run_variants(run)), planned)
+    groups = group_runs(run, run_variants(run))
+    note = tuning_note(groups)
+    return findings(groups, planned) + ([note] if note else [])

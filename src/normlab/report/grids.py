@@ -15,7 +15,7 @@ from ..data import dataset_info
 from ..errors import UserError
 from ..storage import write_bytes
 from ..variants import Variant
-from .style import FONT, new_figure, png_bytes, run_variants, variant_colors
+from .style import FONT, new_figure, png_bytes, run_variants, variant_colors, variant_title
 
 ROWS, COLS = 5, 2                     # as the seeds ask: a 5x2 matrix per model
 
@@ -82,7 +82,7 @@ def plot_misclassified(run, variant: str, test=None, data_dir=None):
         shown = min(len(mistakes), ROWS * COLS)
         what = f"the {shown} most confidently wrong" if shown == ROWS * COLS else f"all {shown} wrong"
         seed = run.record(name)["seed"]
-        fig.suptitle(f"{name} on {info.title}:\n{what} test images", fontsize=13)
+        fig.suptitle(f"{variant_title(name)} on {info.title}:\n{what} test images", fontsize=13)
         fig.supxlabel(f"seed {seed}'s checkpoint; each tile: predicted / true class,\n"
                       f"the model's confidence in its prediction, test-set index", fontsize=10, color="#444444")
         fig.get_layout_engine().set(h_pad=0.08, w_pad=0.1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torchinfo
 
 from ..data import dataset_info
@@ -17,10 +19,13 @@ def norm_params(model) -> int:
 def variant_summary(variant: Variant, dataset: str) -> dict:
     info = dataset_info(dataset)
     model = build_model(variant, info.name)
-    table = torchinfo.summary(model, input_size=(2, *info.shape), col_names=("output_size", "num_params"),
+    # One image in: sizes and mult-adds then read per image, whatever the training batch.
+    table = torchinfo.summary(model, input_size=(1, *info.shape), col_names=("output_size", "num_params"),
                               row_settings=("var_names",), mode="eval", verbose=0, depth=3)
     total, norm = count_params(model), norm_params(model)
-    return {"variant": str(variant), "params": total, "norm_params": norm, "norm_share": norm / total, "table": str(table)}
+    # torchinfo 1.8 on Python 3.11 prints its unit enum ("mult-adds (Units.MEGABYTES)"); show its value, "(M)".
+    text = re.sub(r"Units\.(\w+)", lambda m: torchinfo.Units[m[1]].value, str(table))
+    return {"variant": str(variant), "params": total, "norm_params": norm, "norm_share": norm / total, "table": text}
 
 
 def summary_rows(variants: list[Variant], dataset: str) -> list[dict]:

@@ -1,156 +1,205 @@
-"""A sweep's evidence: sweep.png (test error against batch size per norm, with error bars),
-sweep.csv (the table behind it) and sweep.md (figure, table, significance, findings).
+"""A sweep's evidence: sweep.png (the ranked error against each swept option, per norm, with
+error bars), sweep.csv (the table behind it) and report.md / report.html.
 
 Read from the sweep's results.json alone, like a run's report. The figure is the Group
-Normalization paper's figure 1 (Wu & He 2018) on our data: one line per variant, x the batch
-size on a log2 axis, y the final test error in percent, the line through the mean over seeds
-and the bars one sample standard deviation either side.
+Normalization paper's figure 1 (Wu & He 2018) for any option: x the first swept axis (log for
+lr and batch size), y the test error in percent (at the best-validation epoch when the runs
+held out a validation split, else after the last epoch), one line per variant through the mean
+over seeds with bars one sample standard deviation either side; a second swept axis gives one
+panel per value.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib import rc_context
 
 from ..errors import UserError
-from ..runs import load_run
-from ..stats import PairTest, Spread, compare_pairs, fmt_p, holm, spread
-from ..storage import write_bytes, write_text
-from .style import FONT, new_figure, png_bytes, variant_colors
+from ..runs import RESULTS
+from ..stats import PairTest, Spread, compare_pairs, holm, spread
+from ..storage import read_json, write_bytes, write_text
+from .aggregate import AT_BEST_VAL, headline_key, headline_words
+from .findings import gap_size, verdict
+from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
+from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_title
 
-SWEEP_PNG = "sweep.png"
-SWEEP_CSV = "sweep.csv"
-SWEEP_MD = "sweep.md"
+SWEEP_PNG, SWEEP_CSV = "sweep.png", "sweep.csv"
+LOG_AXES = {"batch_size": 2, "lr": 10}           # axis -> log base
 
 
 @dataclass
 class Point:
-    """One (batch size, variant): its cells' final test errors over the seeds that finished."""
-    batch_size: int
+    """One (axis values, variant): the test errors of its runs over the seeds that finished."""
+    at: tuple                          # the value of each swept axis, in the order of Sweep.axes
     variant: str
     lr: float
     planned: int
     errors: list[float]
     seconds: list[float]
-    statuses: list[str]
 
     @property
     def spread(self) -> Spread:
         return spread(self.errors)
 
 
-def load_sweep(folder) -> dict:
-    """A sweep folder's results (through load_run), x being the first swept option's value; a
-    second swept option is folded into the variant's name ("gn:4 lr=0.1")."""
-    results = load_run(folder).results
-    if not results["config"]["axes"]:
-        raise UserError(f"{folder} holds a comparison, not a sweep", "rebuild its report with normlab report")
-    return results
+@dataclass
+class Sweep:
+    results: dict
+    axes: dict[str, list]              # axis -> its values, in the order swept
+    runs: list[dict]                   # each with "axes": {axis: value}
+
+    @property
+    def key(self) -> str:
+        return headline_key(self.runs)
 
 
-def points(results: dict) -> list[Point]:
+def is_sweep_results(results) -> bool:
+    """A sweep is a grid with at least one swept training option (compare's axes are {})."""
+    return isinstance(results, dict) and (results.get("kind") == "sweep" or
+                                          bool(isinstance(results.get("config"), dict) and results["config"].get("axes")))
+
+
+def is_sweep(folder) -> bool:
+    path = Path(folder) / RESULTS
+    try:
+        return path.is_file() and is_sweep_results(read_json(path))
+    except UserError:
+        return False
+
+
+def as_sweep(results: dict) -> Sweep:
+    """Schema 2 (config.axes, runs with axes) or an older sweep file (cells over batch_size)."""
     cfg = results["config"]
-    axis, *others = cfg["axes"]
-    name = lambda c: c["variant"] + "".join(f" {k}={c['axes'][k]}" for k in others)
-    variants = list(dict.fromkeys(name(c) for c in results["runs"]))
-    sizes = sorted({c["axes"][axis] for c in results["runs"]} | set(cfg["axes"][axis]))
+    if isinstance(results.get("cells"), list):
+        runs = [{**c, "axes": {"batch_size": int(c["batch_size"])}} for c in results["cells"]]
+        sizes = sorted({r["axes"]["batch_size"] for r in runs} | set(cfg.get("batch_sizes", [])))
+        return Sweep(results, {"batch_size": sizes}, runs)
+    return Sweep(results, dict(cfg["axes"]), results["runs"])
+
+
+def load_sweep(folder) -> Sweep:
+    """A sweep folder's results, checked at the door; a one-line error for anything else."""
+    path = Path(folder) / RESULTS
+    results = read_json(path) if path.is_file() else None
+    runs = results.get("cells", results.get("runs")) if isinstance(results, dict) else None
+    if not (is_sweep_results(results) and isinstance(results.get("config"), dict) and isinstance(runs, list)
+            and all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in runs)):
+        what = "is not a normlab sweep file" if path.is_file() else "does not exist"
+        raise UserError(f"{path} {what}", "pass the --out folder of a normlab sweep")
+    return as_sweep(results)
+
+
+def points(sweep: Sweep) -> list[Point]:
+    names = list(sweep.axes)
+    variants = list(dict.fromkeys(sweep.results["config"].get("variants", []) + [r["variant"] for r in sweep.runs]))
     out = []
-    for b in sizes:
+    for at in itertools.product(*sweep.axes.values()):
         for v in variants:
-            cells = [c for c in results["runs"] if c["axes"][axis] == b and name(c) == v]
-            if not cells:
-                continue
-            done = [c for c in cells if c.get("status") == "done" and "final" in c]
-            out.append(Point(b, v, float(cells[0].get("lr", float("nan"))), len(cells),
-                             [100.0 - float(c["final"]["test_acc"]) for c in done],
-                             [float(c.get("seconds", 0.0)) for c in done], [str(c.get("status")) for c in cells]))
+            mine = [r for r in sweep.runs if r["variant"] == v and tuple(r["axes"].get(a) for a in names) == at]
+            done = [r for r in mine if r.get("status") == "done" and sweep.key in r.get("final", {})]
+            if mine:
+                out.append(Point(at, v, float(mine[0].get("lr", float("nan"))), len(mine),
+                                 [100.0 - float(r["final"][sweep.key]) for r in done],
+                                 [float(r.get("seconds", 0.0)) for r in done]))
     return out
 
 
-def sweep_csv(pts: list[Point]) -> str:
+def sweep_csv(sweep: Sweep) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["batch_size", "variant", "lr", "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
+    lr = [] if "lr" in sweep.axes else ["lr"]
+    writer.writerow([*sweep.axes, "variant", *lr, "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
                      "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max", "seconds_mean"])
     num = lambda x, d=4: "" if x is None or x != x else f"{x:.{d}f}"
-    for p in pts:
-        s = p.spread
-        writer.writerow([p.batch_size, p.variant, f"{p.lr:.6g}", s.n, p.planned, num(s.mean), num(s.std), num(s.low),
-                         num(s.high), num(min(p.errors) if p.errors else None), num(max(p.errors) if p.errors else None),
+    for p in points(sweep):
+        s, e = p.spread, p.errors
+        writer.writerow([*p.at, p.variant, *([f"{p.lr:.6g}"] if lr else []), s.n, p.planned, num(s.mean), num(s.std),
+                         num(s.low), num(s.high), num(min(e) if e else None), num(max(e) if e else None),
                          num(sum(p.seconds) / len(p.seconds) if p.seconds else None, 2)])
     return buffer.getvalue()
 
 
-def plot_sweep(results: dict):
-    """The figure (a matplotlib Figure): test error against batch size, one line per variant."""
-    pts = points(results)
+def metric_label(sweep: Sweep) -> str:
+    return "test error (%) at the best-validation epoch" if sweep.key == AT_BEST_VAL else "test error (%), last epoch"
+
+
+def plot_sweep(sweep):
+    """The figure (a matplotlib Figure): the error against the first swept axis, one line per
+    variant; one panel per combination of the other axes."""
+    sweep = sweep if isinstance(sweep, Sweep) else as_sweep(sweep)
+    pts = points(sweep)
+    names = list(sweep.axes)
+    x_axis, xs = names[0], list(sweep.axes[names[0]])
+    numeric = all(isinstance(x, (int, float)) for x in xs)
+    place = (lambda x: x) if numeric else xs.index             # options like "sgd"/"adamw" stand in a row
+    panels = list(itertools.product(*[sweep.axes[a] for a in names[1:]]))
     variants = list(dict.fromkeys(p.variant for p in pts))
     colors = variant_colors(variants)
-    sizes = sorted({p.batch_size for p in pts})
     with rc_context(FONT):
-        fig = new_figure(7.5, 5)
-        ax = fig.subplots()
-        for k, v in enumerate(variants):
-            mine = [p for p in pts if p.variant == v and p.errors]
-            if not mine:
-                continue
-            # Nudge each variant sideways (a few % on the log axis) so error bars at one batch size do not hide each other.
-            dodge = 2 ** (0.06 * (k - (len(variants) - 1) / 2))
-            x = [p.batch_size * dodge for p in mine]
-            y = [p.spread.mean for p in mine]
-            err = [p.spread.std or 0.0 for p in mine]
-            seeds = sorted({p.spread.n for p in mine})
-            label = v + (f" ({seeds[0]} seeds)" if len(seeds) == 1 and seeds[0] > 1 else
-                         f" ({seeds[0]}-{seeds[-1]} seeds)" if len(seeds) > 1 else "")
-            ax.errorbar(x, y, yerr=err, color=colors[v], marker="o", ms=5, lw=2, capsize=4, capthick=1.5, label=label)
-        axis = next(iter(results["config"]["axes"]))
-        if min(sizes) > 0 and axis in ("batch_size", "lr", "weight_decay"):
-            ax.set_xscale("log", base=2 if axis == "batch_size" else 10)
-        ax.set_xticks(sizes, [f"{b:g}" for b in sizes])
-        ax.minorticks_off()
-        ax.set_xlabel("batch size (images per step)" if axis == "batch_size" else axis)
-        ax.set_ylabel("test error (%)")
-        cfg = results["config"]
-        fig.suptitle(f"{title_of(results)}: test error vs {axis.replace('_', ' ')}")
-        ax.set_title(f"{plural(cfg.get('epochs'), 'epoch')} per cell; {cfg.get('lr_rule', '')}", fontsize=9, color="#444")
-        ax.grid(True, alpha=0.3)
-        ax.legend(title="mean ± std over seeds")
+        fig = new_figure(min(7.5 * len(panels), 22), 5.2)
+        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+        for ax, rest in zip(axes, panels):
+            for k, v in enumerate(variants):
+                mine = [p for p in pts if p.variant == v and p.at[1:] == rest and p.errors]
+                if not mine:
+                    continue
+                # Nudge each variant sideways a little so error bars at one x do not hide each other.
+                nudge = 0.06 * (k - (len(variants) - 1) / 2)
+                x = [place(p.at[0]) * 2 ** nudge if x_axis in LOG_AXES else place(p.at[0]) + nudge * 0.5 for p in mine]
+                seeds = sorted({p.spread.n for p in mine})
+                label = variant_title(v) + (f", {seeds[0]} seeds" if len(seeds) == 1 and seeds[0] > 1 else
+                                            f", {seeds[0]}-{seeds[-1]} seeds" if len(seeds) > 1 else "")
+                ax.errorbar(x, [p.spread.mean for p in mine], yerr=[p.spread.std or 0.0 for p in mine], color=colors[v],
+                            marker="o", ms=5, lw=2, capsize=4, capthick=1.5, label=label)
+            if numeric and x_axis in LOG_AXES:
+                ax.set_xscale("log", base=LOG_AXES[x_axis])
+            ax.set_xticks([place(x) for x in xs], [f"{x:g}" if numeric else str(x) for x in xs])
+            ax.minorticks_off()
+            ax.set_xlabel(x_axis.replace("_", " ") + (" (log scale)" if x_axis in LOG_AXES else ""))
+            ax.set_title(", ".join(f"{a} = {val}" for a, val in zip(names[1:], rest)), fontsize=11)
+            ax.grid(True, alpha=0.3)
+        axes[0].set_ylabel(metric_label(sweep))
+        axes[0].legend(title="mean ± std over seeds")
+        cfg = sweep.results["config"]
+        fig.suptitle(f"{title_of(sweep.results)}: test error against {x_axis.replace('_', ' ')}, "
+                     f"{plural(cfg.get('epochs'), 'epoch')} per run")
     return fig
-
-
-def plural(n, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def title_of(results: dict) -> str:
     from ..data import dataset_info
     try:
         return dataset_info(results["dataset"]).title
-    except UserError:
-        return str(results["dataset"])
+    except (UserError, KeyError):
+        return str(results.get("dataset", "?"))
 
 
-def batch_tests(pts: list[Point]) -> dict[int, list[PairTest]]:
-    """At each batch size, every pair of variants (Holm's correction within that batch size)."""
-    return {b: compare_pairs({p.variant: p.errors for p in pts if p.batch_size == b and p.errors})
-            for b in sorted({p.batch_size for p in pts})}
+def pair_rows(pts: list[Point]) -> list[list[str]]:
+    """At each grid point, every pair of variants (Holm's correction within that point)."""
+    rows = []
+    for at in dict.fromkeys(p.at for p in pts):
+        for t in compare_pairs({p.variant: p.errors for p in pts if p.at == at and p.errors}):
+            rows.append([*map(str, at), f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)])
+    return rows
 
 
-def degradation_tests(pts: list[Point]) -> list[PairTest]:
-    """Per variant, its error at the smallest batch size against the largest (Holm over variants)."""
-    sizes = sorted({p.batch_size for p in pts})
-    if len(sizes) < 2:
-        return []
+def along_axis_tests(sweep: Sweep, pts: list[Point]) -> list[PairTest]:
+    """Per variant (and value of the other axes): the error at the first value of the first axis
+    against the last (Holm over all of them)."""
+    name = list(sweep.axes)[0]
+    first, last = sweep.axes[name][0], sweep.axes[name][-1]
     tests = []
-    for v in dict.fromkeys(p.variant for p in pts):
-        small = next((p for p in pts if p.variant == v and p.batch_size == sizes[0]), None)
-        large = next((p for p in pts if p.variant == v and p.batch_size == sizes[-1]), None)
-        if small and large and small.errors and large.errors:
-            (t,) = compare_pairs({f"{v} at batch {sizes[0]}": small.errors, f"{v} at batch {sizes[-1]}": large.errors})
+    for p in pts:
+        q = next((q for q in pts if q.variant == p.variant and q.at == (last, *p.at[1:])), None)
+        if p.at[0] == first and first != last and q and p.errors and q.errors:
+            where = "".join(f", {a} {v}" for a, v in zip(list(sweep.axes)[1:], p.at[1:]))
+            (t,) = compare_pairs({f"{p.variant} at {name} {first}{where}": p.errors,
+                                  f"{p.variant} at {name} {last}{where}": q.errors})
             tests.append(t)
     tested = [t for t in tests if t.tested]
     for t, adjusted in zip(tested, holm([t.p for t in tested])):
@@ -163,83 +212,56 @@ def cell_text(p: Point) -> str:
     if not s.n:
         return "-"
     text = f"{s.mean:.2f}" + (f" ± {s.std:.2f}" if s.std is not None else "")
-    if s.n < p.planned:
-        text += f" ({s.n} of {p.planned})"
-    return text
+    return text + (f" ({s.n} of {p.planned})" if s.n < p.planned else "")
 
 
-def sweep_markdown(results: dict, figure: str | None = SWEEP_PNG) -> str:
-    cfg = results["config"]
-    pts = points(results)
-    variants = list(dict.fromkeys(p.variant for p in pts))
-    sizes = sorted({p.batch_size for p in pts})
-    at = {(p.batch_size, p.variant): p for p in pts}
-    cells = results["runs"]
-    done = sum(c.get("status") == "done" for c in cells)
-    lines = [f"# normlab sweep: {title_of(results)}, {', '.join(variants)} at batch sizes {', '.join(map(str, sizes))}", ""]
+def sweep_page(sweep: Sweep) -> Page:
+    results, cfg = sweep.results, sweep.results["config"]
+    pts = points(sweep)
+    names, variants = list(sweep.axes), list(dict.fromkeys(p.variant for p in pts))
+    at = {(p.at, p.variant): p for p in pts}
+    done = sum(r.get("status") == "done" for r in sweep.runs)
     ex = results.get("executor", {})
     where = ex.get("executor", "?") + (f", {ex['workers']} workers" if ex.get("workers", 1) > 1 else "")
-    if ex.get("executor") == "ray":
-        where += f", {ex.get('cluster_cpus', '?'):g} CPUs / {ex.get('cluster_gpus', 0):g} GPUs in the cluster" \
-            if isinstance(ex.get("cluster_cpus"), (int, float)) else ""
-    lines += [f"{cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images; "
-              f"{plural(cfg.get('epochs'), 'epoch')} per cell; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, weight decay "
-              f"{cfg.get('weight_decay')}); {cfg.get('lr_rule')}; seeds {cfg.get('seed')}-"
-              f"{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; {done} of {len(cells)} cells finished; executor {where}; "
-              f"driver {results.get('device_name', '?')}, torch {results.get('torch', '?')}"
-              + (f"; {results['seconds']:.0f} s wall time." if isinstance(results.get("seconds"), (int, float)) else "."), ""]
-    if figure:
-        lines += [f"![test error against batch size]({figure})", ""]
-    lines += ["## Test error (%) after the last epoch", "",
-              "| batch size | peak lr | " + " | ".join(f"`{v}`" for v in variants) + " |",
-              "| ---: | ---: | " + " | ".join("---:" for _ in variants) + " |"]
-    for b in sizes:
-        lr = next((at[(b, v)].lr for v in variants if (b, v) in at), float("nan"))
-        lines.append(f"| {b} | {lr:.4g} | " + " | ".join(cell_text(at[(b, v)]) if (b, v) in at else "-" for v in variants) + " |")
-    lines += ["", "Mean ± sample standard deviation of the final test error over the seeds that finished "
-              "(\"2 of 3\": a seed has not finished or diverged). `sweep.csv` has the same numbers with the 95% "
-              "t-interval of each mean, the min and max, and the seconds per cell.", ""]
-    bad = [c for c in cells if str(c.get("status", "")).startswith("diverged")]
-    if bad:
-        lines += ["Diverged: " + "; ".join(f"{c['key']} `{c['variant']}` seed {c['seed']} ({c['status']})"
-                                          for c in bad) + ".", ""]
-
-    lines += ["## Does the error grow as the batch shrinks?", ""]
-    degradation = degradation_tests(pts)
-    for t in degradation:
-        lines += [f"- {t.sentence(unit='points of error', higher='higher')}", ""]
-    if not degradation:
-        lines += ["Needs at least two batch sizes with finished cells.", ""]
-
-    fewest = min((p.spread.n for p in pts if p.errors), default=0)
-    lines += ["## Which norm is better at each batch size?", "",
-              "Welch's t-test on the final test error of each pair of variants at one batch size, Holm's correction "
-              "over the pairs at that batch size; a lower error is better, so the first of each pair is the worse. "
-              "The bootstrap interval resamples each variant's seeds; with 2-3 seeds it is rough and too narrow, so "
-              "it shows the size of a gap, not the verdict."
-              + (f" With {fewest} seeds per cell the t-test has about {fewest - 1}-{2 * fewest - 2} degrees of "
-                 f"freedom and calls only gaps many times the seed-to-seed spread significant; `--seeds 5` "
-                 f"or more tells smaller gaps apart." if 0 < fewest < 4 else ""), "",
-              "| batch size | pair (higher error first) | difference (points) | bootstrap 95% interval | Welch p | Holm p | at 5% |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
-    for b, tests in batch_tests(pts).items():
-        for t in tests:
-            tested = t.tested
-            lines.append(f"| {b} | `{t.a}` vs `{t.b}` | {t.difference:+.2f} | "
-                         f"{f'{t.low:+.2f} to {t.high:+.2f}' if tested else '-'} | {fmt_p(t.p) if tested else '-'} | "
-                         f"{fmt_p(t.p_holm) if tested else '-'} | {t.verdict} |")
-    lines.append("")
-    untested = {t.why_not for tests in batch_tests(pts).values() for t in tests if not t.tested}
-    for why in sorted(untested):
-        lines += [f"Not tested: {why}.", ""]
-    return "\n".join(lines)
+    swept = "; ".join(f"{a} {', '.join(map(str, vals))}" for a, vals in sweep.axes.items())
+    setup = (f"{cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images; "
+             f"{plural(cfg.get('epochs'), 'epoch')} per run; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, "
+             f"weight decay {cfg.get('weight_decay')}){'; ' + cfg['lr_rule'] if cfg.get('lr_rule') else ''}; "
+             f"seeds {cfg.get('seed', 1)}-{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; "
+             f"{done} of {plural(len(sweep.runs), 'run')} finished; executor {where}; driver "
+             f"{results.get('device_name', '?')}, torch {results.get('torch', '?')}. Swept: {swept}.")
+    table = Table([*names, *(["peak lr"] if "lr" not in names else []), *[f"`{v}`" for v in variants]],
+                  [[*map(str, a), *([f"{next(at[(a, v)].lr for v in variants if (a, v) in at):.4g}"]
+                                    if "lr" not in names else []),
+                    *[cell_text(at[(a, v)]) if (a, v) in at else "-" for v in variants]]
+                   for a in dict.fromkeys(p.at for p in pts)], numeric=set(range(len(names) + len(variants) + 1)))
+    along = along_axis_tests(sweep, pts)
+    x_axis = names[0].replace("_", " ")
+    verdict_note = ("One verdict per comparison, decided by Welch's t-test with Holm's correction; the bootstrap "
+                    "interval resamples the seeds and only sizes the gap (with 2-3 seeds it is rough and too narrow).")
+    sections = [
+        Section("Setup", [Paragraph(setup), Image(SWEEP_PNG, f"test error against {x_axis}")]),
+        Section("Test error (%)", [table, Paragraph(
+            f"Mean ± sample standard deviation over the seeds that finished (\"2 of 3\": a seed has not finished or "
+            f"diverged) of the {headline_words(sweep.key, cfg.get('val_size', cfg.get('val')))}, as an error. "
+            f"`{SWEEP_CSV}` has the same numbers with the 95% t-interval of each mean, the min and max, and the "
+            f"seconds per run.")])]
+    sections.append(Section(f"Does the error change along {x_axis}?",
+                            [Table(["comparison", "difference (points)", "size (bootstrap 95%)", "verdict"],
+                                   [[f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)]
+                                    for t in along], numeric={1}), Paragraph(verdict_note)]
+                            if along else [Paragraph("Needs two values of the axis with finished runs.")]))
+    sections.append(Section("Which norm is better at each point?", [
+        Table([*names, "pair (higher error first)", "difference (points)", "size (bootstrap 95%)", "verdict"],
+              pair_rows(pts), numeric={len(names) + 1}), Paragraph(verdict_note + " A lower error is better.")]))
+    title = f"normlab sweep: {title_of(results)}, {', '.join(variants)} over {', '.join(names)}"
+    return Page(title, sections, intro=[Toc()])
 
 
 def write_sweep_report(folder) -> list[Path]:
-    """sweep.png, sweep.csv and sweep.md from the folder's results.json."""
+    """sweep.png, sweep.csv, report.md and report.html from the folder's results.json."""
     folder = Path(folder)
-    results = load_sweep(folder)
-    write_bytes(folder / SWEEP_PNG, png_bytes(plot_sweep(results)))
-    write_text(folder / SWEEP_CSV, sweep_csv(points(results)))
-    write_text(folder / SWEEP_MD, sweep_markdown(results))
-    return [folder / SWEEP_PNG, folder / SWEEP_CSV, folder / SWEEP_MD]
+    sweep = load_sweep(folder)
+    write_bytes(folder / SWEEP_PNG, png_bytes(plot_sweep(sweep)))
+    write_text(folder / SWEEP_CSV, sweep_csv(sweep))
+    return [folder / SWEEP_PNG, folder / SWEEP_CSV] + write_page(sweep_page(sweep), folder, REPORT_MD, REPORT_HTML)

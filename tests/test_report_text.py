@@ -1,0 +1,173 @@
+"""What the report says, from results.json files written here in the real schema (old and new):
+grammar, intervals that stay inside 0-100, one verdict per comparison, val-chosen epochs, loss
+spikes, fixed colours and spelled titles, and sweeps over any axes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import run_cli
+from normlab import load_run, plot_curves, plot_sweep
+from normlab.report.style import variant_colors, variant_title
+from normlab.report.sweep import load_sweep
+
+
+def record(variant, seed, accs, losses=None, val=None, **axes):
+    """One run of results.json; ``val``: validation accuracies (schema 2, as the fair branch writes it)."""
+    losses = losses or [1.0] * len(accs)
+    epochs = [{"epoch": i + 1, "train_loss": l, "train_acc": a - 1, "test_loss": l, "test_acc": a, "seconds": 1.0}
+              for i, (a, l) in enumerate(zip(accs, losses))]
+    final = {"test_acc": accs[-1], "test_loss": losses[-1], "train_acc": accs[-1] - 1, "train_loss": losses[-1]}
+    if val:
+        best = max(range(len(val)), key=val.__getitem__)
+        for e, v in zip(epochs, val):
+            e.update(val_acc=v, val_loss=1.0)
+        final.update(best_val_epoch=best + 1, val_acc=val[best], test_acc_at_best_val=accs[best])
+    else:
+        final["best_test_acc"] = max(accs)
+    return {"key": f"{variant}-{seed}", "variant": variant, "seed": seed, "params": 19378, "status": "done",
+            "seconds": float(len(accs)), "epochs": epochs, "final": final, "axes": axes, "lr": axes.get("lr", 0.1)}
+
+
+def write_run(folder, runs, epochs, seeds, **config):
+    folder.mkdir()
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    cfg = {"epochs": epochs, "batch_size": 32, "seeds": seeds, "seed": 1, "variants": variants, "axes": {},
+           "optimizer": "sgd", "schedule": "onecycle", "weight_decay": 5e-4, **config}
+    (folder / "results.json").write_text(json.dumps({"normlab": "0.1.0", "dataset": "fashion-mnist", "config": cfg,
+                                                     "runs": runs}))
+    return folder
+
+
+def report(folder) -> str:
+    assert run_cli("report", folder) == 0
+    return (folder / "report.md").read_text()
+
+
+def accuracy_intervals(text: str) -> list[tuple[float, float]]:
+    """Every unsigned 'a to b' in the text (differences are printed signed, '+5.47 to +13.67')."""
+    return [(float(a), float(b)) for a, b in re.findall(r"(?<![+\-\d.])(\d+\.\d+) to (\d+\.\d+)", text)]
+
+
+def test_one_epoch_two_seed_report_reads_right(tmp_path):
+    # bn's seeds agree, gn:2's differ widely: the bootstrap interval of the gap excludes 0
+    # while Welch's t-test (2 seeds each) is far from significant -- the case that read as a contradiction.
+    runs = [record("bn", 1, [7.03]), record("bn", 2, [7.03]), record("gn:2", 1, [20.7]), record("gn:2", 2, [12.5])]
+    md = report(write_run(tmp_path / "run", runs, epochs=1, seeds=2))
+    for wrong in ("1 epochs", "1 pairs", "1 seeds", "1 runs"):
+        assert wrong not in md
+    assert "1 epoch, batch 32" in md
+    assert all(0 <= a <= b <= 100 for a, b in accuracy_intervals(md)), accuracy_intervals(md)
+    # "not significant" never stands beside an interval that excludes 0 without the reason.
+    for line in md.splitlines():
+        for low, high in re.findall(r"([+-]\d+\.\d+) to ([+-]\d+\.\d+) points", line):
+            if "not significant" in line and (float(low) > 0 or float(high) < 0):
+                assert "the t-test decides" in line and "too narrow" in line, line
+    assert md.count("not significant at 5% (Welch's t-test p = ") == 1        # one verdict, in the table
+    assert "| `gn:2` | 2 | 16.60 ± 5.80 | - |" in md and "from 2 it is the mean ± 12.7" in md
+    assert "- [Findings](#findings)" in md and "[explain.md](explain.md)" in md
+    fig = plot_curves(load_run(tmp_path / "run"))
+    ax = next(a for a in fig.axes if a.get_title() == "Test accuracy")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1"] and ax.get_xlim() == (0.5, 1.5)
+    # The seed band at a single epoch is a bar from one seed to the other, not a zero-width fill.
+    (bar,) = ax.collections[1].get_segments()
+    assert sorted(bar[:, 1]) == [12.5, 20.7] and ax.collections[1].get_linewidth()[0] > 3
+
+
+def test_intervals_near_100_stay_inside(tmp_path):
+    runs = [record("bn", s, [a]) for s, a in enumerate([99.9, 98.0, 99.95], 1)] + \
+           [record("gn:4", s, [a]) for s, a in enumerate([97.0, 99.5, 99.9], 1)]
+    md = report(write_run(tmp_path / "run", runs, epochs=1, seeds=3))
+    intervals = accuracy_intervals(md)
+    assert intervals and all(0 <= a <= b <= 100 for a, b in intervals)
+    assert any(b == 100.0 for _, b in intervals), "the raw t-interval of bn passes 100 and is clipped"
+
+
+def test_validation_chosen_epochs_are_ranked_and_said(tmp_path):
+    runs = [record("bn", 1, [80, 85, 84], val=[79, 86, 83]), record("ln", 1, [78, 82, 83], val=[77, 80, 82])]
+    md = report(write_run(tmp_path / "run", runs, epochs=3, seeds=1, val=5000))
+    assert ("test accuracy at the epoch chosen by validation accuracy on 5,000 held-out training images; the test "
+            "set was never used to choose") in md
+    assert "| `bn` | 1 | 85.00 | 2.0 | 84.00 |" in md and "best test" not in md
+    assert "highest test accuracy at the best-validation epoch, 85.00%" in md
+    assert "same settings" in md and "not tuned for each" in md
+    titles = [ax.get_title() for ax in plot_curves(load_run(tmp_path / "run")).axes]
+    assert "Validation loss" in titles and "Validation accuracy" in titles
+
+
+def test_a_loss_spike_goes_on_a_log_axis(tmp_path):
+    runs = [record("bn", 1, [80, 82, 84, 85], losses=[0.6, 77.0, 0.4, 0.35]), record("gn:4", 1, [80, 81, 83, 84])]
+    fig = plot_curves(load_run(write_run(tmp_path / "run", runs, epochs=4, seeds=1)))
+    loss_axes = [ax for ax in fig.axes if ax.get_title().endswith("loss")]
+    assert loss_axes and all(ax.get_yscale() == "log" and "log" in ax.get_ylabel() for ax in loss_axes)
+    assert all(ax.get_yscale() == "linear" for ax in fig.axes if "accuracy" in ax.get_title())
+
+
+def test_colours_belong_to_names_and_titles_spell_the_norm():
+    assert variant_colors(["gn:4", "bn"])["gn:4"] == variant_colors(["bn", "ln", "in", "gn:4"])["gn:4"]
+    assert variant_colors(["ln", "bn"])["bn"] == variant_colors(["bn"])["bn"]
+    mine = variant_colors(["gn:2", "gn:4", "my-norm", "bn+l1"])
+    assert len(set(mine.values())) == 4 and variant_colors(["my-norm"])["my-norm"] == variant_colors(["my-norm"])["my-norm"]
+    assert variant_title("ln") == "LayerNorm (ln)" and variant_title("gn:4") == "GroupNorm, 4 groups (gn:4)"
+    assert variant_title("brn") == "Batch Renormalization (brn)" and variant_title("frn") == "Filter Response Norm (frn)"
+    assert variant_title("bn+l1=1e-4") == "BatchNorm + L1 (bn+l1=1e-4)" and variant_title("mine:3") == "mine:3"
+
+
+def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
+    axes = {"lr": [0.01, 0.1], "batch_size": [8, 32]}
+    runs = [record(v, s, [a - 10 * (lr == 0.01) + s], lr=lr, batch_size=b)
+            for v, a in (("bn", 85.0), ("gn:4", 84.0)) for lr in axes["lr"] for b in axes["batch_size"] for s in (1, 2, 3)]
+    folder = write_run(tmp_path / "sweep", runs, epochs=1, seeds=3, axes=axes, train_size=512, test_size=256)
+    md = report(folder)
+    for name in ("sweep.png", "sweep.csv", "report.md", "report.html"):
+        assert (folder / name).is_file(), name
+    assert "| lr | batch_size | `bn` | `gn:4` |" in md and "| 0.01 | 8 | 23.00 ± 1.00 | 24.00 ± 1.00 |" in md
+    assert "## Does the error change along lr?" in md and "1 epoch per run" in md
+    assert "| `bn at lr 0.01, batch_size 8` vs `bn at lr 0.1, batch_size 8` | +10.00 |" in md
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 and '<a href="#setup">' in html
+    fig = plot_sweep(load_sweep(folder))
+    panels = [ax for ax in fig.axes if ax.get_lines()]
+    assert [ax.get_title() for ax in panels] == ["batch_size = 8", "batch_size = 32"]
+    assert all(ax.get_xscale() == "log" for ax in panels)
+    assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["BatchNorm (bn), 3 seeds",
+                                                                         "GroupNorm, 4 groups (gn:4), 3 seeds"]
+    rows = (folder / "sweep.csv").read_text().splitlines()
+    assert rows[0].startswith("lr,batch_size,variant,seeds_done") and len(rows) == 1 + 8
+    render = render_script()
+    if render.find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the HTML was checked statically only")
+    shown = render.check_page(folder / "report.html")
+    assert shown["ok"], shown["broken"]
+    assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
+
+
+def render_script():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("render_report", Path(__file__).parent.parent / "scripts" / "render_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dir_lists_the_public_api():
+    import normlab
+    assert set(normlab.__all__) <= set(dir(normlab)) and "import_module" not in dir(normlab)
+    assert "preprocess" in normlab.__all__
+
+
+def test_preprocess_gives_what_the_model_expects(fashion_dir):
+    import torch
+    import normlab
+    test = normlab.load_dataset("fashion-mnist", "test", fashion_dir)
+    x = normlab.preprocess(test.images[:8], "fashion-mnist")
+    info = test.info
+    assert x.dtype == torch.float32 and x.shape == (8, 1, 28, 28)
+    want = (test.images[:8].float() / 255 - info.mean[0]) / info.std[0]
+    assert torch.allclose(x, want, atol=1e-5)
+    with pytest.raises(normlab.errors.UserError, match="uint8"):
+        normlab.preprocess(x, "fashion-mnist")
