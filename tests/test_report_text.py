@@ -28,7 +28,8 @@ def record(variant, seed, accs, losses=None, val=None, **axes):
         final.update(best_val_epoch=best + 1, val_acc=val[best], test_acc_at_best_val=accs[best])
     else:
         final["best_test_acc"] = max(accs)
-    return {"key": f"{variant}-{seed}", "variant": variant, "seed": seed, "params": 19378, "status": "done",
+    key = re.sub(r"[^A-Za-z0-9._=-]", "_", "-".join([variant, f"seed{seed}", *(f"{k}{v}" for k, v in axes.items())]))
+    return {"key": key, "variant": variant, "seed": seed, "params": 19378, "status": "done",
             "seconds": float(len(accs)), "epochs": epochs, "final": final, "axes": axes, "lr": axes.get("lr", 0.1)}
 
 
@@ -37,7 +38,7 @@ def write_run(folder, runs, epochs, seeds, **config):
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     cfg = {"epochs": epochs, "batch_size": 32, "seeds": seeds, "seed": 1, "variants": variants, "axes": {},
            "optimizer": "sgd", "schedule": "onecycle", "weight_decay": 5e-4, **config}
-    (folder / "results.json").write_text(json.dumps({"normlab": "0.1.0", "dataset": "fashion-mnist", "config": cfg,
+    (folder / "results.json").write_text(json.dumps({"normlab": "0.1.0", "schema": 2, "dataset": "fashion-mnist", "config": cfg,
                                                      "runs": runs}))
     return folder
 
