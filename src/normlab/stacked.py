@@ -234,7 +234,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
                 "seconds": sum(e["seconds"] for e in s["epochs"]) if saved else 0.0}
                for seed, model, s in zip(seeds, training.models, saved or [{}] * k)]
     batch_generators = [torch.Generator(device=device) for _ in seeds]
-    name = f"{variant} seeds {seeds[0]}-{seeds[-1]}"
+    name = f"{variant} seeds {','.join(map(str, seeds))}"
 
     for epoch in range(len(records[0]["epochs"]) + 1, cfg.epochs + 1):
         running = [i for i, r in enumerate(records) if r["status"] == "running"]
@@ -292,14 +292,28 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
             for record, model in zip(records, training.models)]
 
 
+# Models trained per second, K stacked over one at a time, both on 1 intra-op thread, paths taking
+# turns in one process (benchmarks/small_batch.py; results/20261123-1512-small-batch.json, 28x28
+# net, 2 shared cores at load average 11-13, so read the ratios, not the rates):
+#   batch  bn K=4/8/16       ln K=4/8/16       gn:4 K=4/8/16
+#     2    2.08 3.18 3.60    2.26 3.49 4.03    2.16 2.90 3.44
+#     8    1.56 1.93 1.70    1.50 1.56 1.82    1.60 1.66 1.66
+#    32    1.17 1.08 0.85    0.92 0.83 0.89    1.06 1.01 1.12
+#   128    0.88 0.65 0.57    0.83 0.70 0.55    0.94 0.99 0.88
+# At batch 2 a step is per-op overhead, which K models share; by batch 32 the arithmetic
+# dominates and grouped convs are no faster than K plain ones (slower for ln), so only bn gains
+# there, and nothing does at 128. On a GPU nothing is measured yet: one at a time.
 def stack_size(variant: Variant, batch_size: int, device: torch.device) -> int:
-    """How many seeds to train as one network; 1: one at a time. PROVISIONAL, from issue 16's
-    measurements; replaced by benchmarks/small_batch.py's."""
+    """How many seeds to train as one network on this device; 1: one at a time."""
     if device.type != "cpu" or not can_stack(variant):
         return 1
+    if batch_size <= 4:
+        return 16
     if batch_size <= 8:
         return 8
-    return 4 if batch_size <= 32 and variant.norm == "bn" else 1
+    if batch_size <= 16 or (batch_size <= 32 and variant.norm == "bn"):
+        return 4
+    return 1
 
 
 def plan_stacks(variant: Variant, batch_size: int, seeds: list[int], device: torch.device) -> list[list[int]]:
