@@ -1,7 +1,7 @@
 """Models trained per second at small batches: one at a time vs K stacked vs torch.compile, as JSON.
 
     python benchmarks/small_batch.py                          # bn, ln, gn:4 at batch 2, 8, 32, 128
-    python benchmarks/small_batch.py --batches 2,8 --compile  # also a torch.compile'd single model
+    python benchmarks/small_batch.py --batches 2,8 --compile  # also torch.compile'd one model and stack
 
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
@@ -61,11 +61,16 @@ def make_paths(variant, batch, images, labels, stacks, threads, compile_one):
             stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
             gens = [torch.Generator().manual_seed(s) for s in range(k)]
             paths.append(Path_(f"stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(data, g))))
-        if compile_one:
+        if compile_one:      # the model compiled (forward and backward); the step around it as is
             compiled = Training(variant, cfg, cpu, len(data))
             compiled.model = torch.compile(compiled.model)
             generator2 = torch.Generator().manual_seed(0)
             paths.append(Path_(f"compiled-one/{t}t", t, 1, compiled.step, endless(lambda g=generator2: data.epoch(g))))
+            k = stacks[-1]
+            stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
+            stack.model = torch.compile(stack.model)
+            gens2 = [torch.Generator().manual_seed(s) for s in range(k)]
+            paths.append(Path_(f"compiled-stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens2: stacked_epoch(data, g))))
     return paths
 
 
@@ -90,7 +95,7 @@ def main():
     parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=float, default=0.25, help="seconds per timed window")
-    parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model")
+    parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model and stack of the largest K")
     args = parser.parse_args()
     load_before = [round(v, 2) for v in os.getloadavg()]
     torch.manual_seed(0)

@@ -89,7 +89,8 @@ def test_which_variants_stack():
 
 def test_train_stack_gives_train_runs_records_and_checkpoints(fashion_dir, tmp_path):
     train, test = load_splits("fashion-mnist", fashion_dir)
-    cfg, variant, cpu = config(batch_size=16), Variant.parse("gn:4"), torch.device("cpu")
+    # With dropout: train_stack must seed each model's masks as train_run seeds its own.
+    cfg, variant, cpu = config(batch_size=16, dropout=0.1), Variant.parse("gn:4"), torch.device("cpu")
     paths = [tmp_path / f"seed{s}.pt" for s in SEEDS]
     seen = []
     results = train_stack(variant, SEEDS, cfg, train, test, cpu, paths, on_epoch=lambda r: seen.append((r["seed"], len(r["epochs"]))))

@@ -9,8 +9,10 @@ straddles two models; in: per sample and channel). ReLU, max-pool and GAP act pe
 classifier is already a 1x1 conv. The input is the K batches side by side along channels, and
 the loss is the sum of the K mean losses, so model k's gradient is exactly its own. SGD and
 AdamW update elementwise, and make_optimizer groups weight decay by tensor rank, which stacking
-keeps, so one update of a fused parameter is K separate updates (tests/test_stacked.py checks
-all of this step by step in float64 against Training.step).
+keeps, so one update of a fused parameter is K separate updates. Training.step has no
+whole-tensor operation (no gradient clipping, no norm of all weights); one added there must be
+done per model here, and tests/test_stacked.py, which checks all of this step by step in float64
+against Training.step, fails until it is.
 
 Every fused tensor is the K models' tensors concatenated along dim 0 (kernels, biases, norm
 scales, running statistics, momentum buffers, Adam moments), so stacking and unstacking a state
