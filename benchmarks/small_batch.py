@@ -2,6 +2,7 @@
 
     python benchmarks/small_batch.py                          # bn, ln, gn:4 at batch 2, 8, 32, 128
     python benchmarks/small_batch.py --batches 2,8 --compile  # also torch.compile'd one model and stack
+    python benchmarks/small_batch.py --whole --norms bn --batches 2,8   # train_stack vs train_run, real data
 
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
@@ -87,6 +88,36 @@ def measure(paths, rounds: int, window_s: float) -> dict:
     return {name: round(statistics.median(v), 2) for name, v in rates.items()}
 
 
+def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, rounds: int = 2) -> dict:
+    """The whole path on real Fashion-MNIST (first images of each split), one epoch with its
+    evaluation: K seeds through train_stack against the same seeds through train_run, taking turns."""
+    import contextlib
+    import dataclasses
+    from normlab.data import load_splits
+    from normlab.stacked import train_stack
+    from normlab.train import train_run
+    train, test = load_splits("fashion-mnist")
+    train = dataclasses.replace(train, images=train.images[:train_size], labels=train.labels[:train_size])
+    test = dataclasses.replace(test, images=test.images[:test_size], labels=test.labels[:test_size])
+    cfg, variant, cpu = TrainConfig(dataset="fashion-mnist", epochs=1, batch_size=batch), Variant.parse(norm), torch.device("cpu")
+    seeds = list(range(1, k + 1))
+    paths = {"train_run x K": lambda: [train_run(variant, s, cfg, train, test, cpu) for s in seeds],
+             f"train_stack K={k}": lambda: train_stack(variant, seeds, cfg, train, test, cpu)}
+    seconds = {name: [] for name in paths}
+    torch.set_num_threads(1)
+    for _ in range(rounds):
+        for name, run in paths.items():
+            started = time.perf_counter()
+            with contextlib.redirect_stdout(None):
+                results = run()
+            seconds[name].append(round(time.perf_counter() - started, 2))
+            seconds[name + " test_acc"] = [r.record["final"]["test_acc"] for r in results]
+    fastest = {name: min(v) for name, v in seconds.items() if "acc" not in name}
+    return {"variant": norm, "batch_size": batch, "train_images": train_size, "test_images": test_size,
+            "seconds": seconds, "speedup": round(fastest["train_run x K"] / fastest[f"train_stack K={k}"], 2),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norms", default="bn,ln,gn:4")
@@ -95,6 +126,7 @@ def main():
     parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=float, default=0.25, help="seconds per timed window")
+    parser.add_argument("--whole", action="store_true", help="time train_stack against train_run on real data instead")
     parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model and stack of the largest K")
     args = parser.parse_args()
     load_before = [round(v, 2) for v in os.getloadavg()]
@@ -106,6 +138,10 @@ def main():
     cells = []
     for norm in args.norms.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
+            if args.whole:
+                cells.append(whole_runs(norm, batch, stacks[-1], 1000, 1000))
+                print(json.dumps(cells[-1]), flush=True)
+                continue
             threads = [int(t) for t in args.threads.split(",")]
             started = time.perf_counter()
             rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile),
@@ -123,7 +159,7 @@ def main():
               "default_threads": default_threads, "rounds": args.rounds, "window_s": args.window,
               "load_average_1_5_15_min_before": load_before,
               "load_average_1_5_15_min_after": [round(v, 2) for v in os.getloadavg()], "cells": cells}
-    out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch.json"
+    out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch{'-whole' if args.whole else ''}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
