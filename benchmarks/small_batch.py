@@ -63,6 +63,9 @@ def make_paths(variant, batch, images, labels, stacks, threads, compile_one):
             gens = [torch.Generator().manual_seed(s) for s in range(k)]
             paths.append(Path_(f"stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(data, g))))
         if compile_one:      # the model compiled (forward and backward); the step around it as is
+            # Every NormNet shares nn.Sequential.forward, so without a reset dynamo stops compiling
+            # after 8 of them (its recompile limit) and silently runs them eagerly.
+            torch._dynamo.reset()
             compiled = Training(variant, cfg, cpu, len(data))
             compiled.model = torch.compile(compiled.model)
             generator2 = torch.Generator().manual_seed(0)

@@ -300,11 +300,13 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
 #   batch  bn K=4/8/16       ln K=4/8/16       gn:4 K=4/8/16
 #     2    2.08 3.18 3.60    2.26 3.49 4.03    2.16 2.90 3.44
 #     8    1.56 1.93 1.70    1.50 1.56 1.82    1.60 1.66 1.66
+#    16    1.57 1.26  -      1.35 1.26  -      1.31 1.27  -     (results/20261123-1527-small-batch.json)
 #    32    1.17 1.08 0.85    0.92 0.83 0.89    1.06 1.01 1.12
 #   128    0.88 0.65 0.57    0.83 0.70 0.55    0.94 0.99 0.88
-# At batch 2 a step is per-op overhead, which K models share; by batch 32 the arithmetic
-# dominates and grouped convs are no faster than K plain ones (slower for ln), so only bn gains
-# there, and nothing does at 128. On a GPU nothing is measured yet: one at a time.
+# At batch 2 a step is mostly per-op overhead, which K models share; as the batch grows the
+# convolutions take over (at batch 8, K=8, ~60% of a stacked step in a profile), stacking gains
+# less, only bn still gains at 32, and nothing does at 128. Runs moved ratios by about +-0.2.
+# torch.compile gained nothing (0.8-1.1x) and is not used. GPU: not measured, one at a time.
 def stack_size(variant: Variant, batch_size: int, device: torch.device) -> int:
     """How many seeds to train as one network on this device; 1: one at a time."""
     if device.type != "cpu" or not can_stack(variant):
