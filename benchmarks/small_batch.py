@@ -1,0 +1,171 @@
+"""Models trained per second at small batches: one at a time vs K stacked vs torch.compile, as JSON.
+
+    python benchmarks/small_batch.py                          # bn, ln, gn:4 at batch 2, 8, 32, 128
+    python benchmarks/small_batch.py --batches 2,8 --compile  # also torch.compile'd one model and stack
+    python benchmarks/small_batch.py --whole --norms bn --batches 2,8   # train_stack vs train_run, real data
+
+Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
+train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
+with random uint8 images. The paths of one (variant, batch) cell take turns window by window in
+this one process, each window ~0.25 s, and each path's number is the median over windows, so a
+machine shared with other jobs slows them alike; the ratios are the result. Intra-op threads
+(1 or 2) are a path setting too, switched before each window. Prints JSON and keeps a copy in
+benchmarks/results/<date>-small-batch.json with the load average before and after.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from normlab.data.batches import Normalizer, TrainBatches
+from normlab.data.catalog import dataset_info
+from normlab.stacked import StackedTraining, stacked_epoch
+from normlab.train import CHANNELS_LAST, TrainConfig, Training
+from normlab.variants import Variant
+
+
+def endless(make_epoch):
+    while True:
+        yield from make_epoch()
+
+
+class Path_:
+    """One way to train: ``window(steps)`` runs that many steps and returns the seconds taken."""
+
+    def __init__(self, name, threads, models, step, batches):
+        self.name, self.threads, self.models, self.step, self.batches = name, threads, models, step, batches
+
+    def window(self, steps: int) -> float:
+        torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        for _ in range(steps):
+            loss, _ = self.step(*next(self.batches))
+        loss.sum().item()          # one sync per window, as train_run reads once per epoch
+        return time.perf_counter() - started
+
+
+def make_paths(variant, batch, images, labels, stacks, threads, compile_one):
+    info, cpu = dataset_info("fashion-mnist"), torch.device("cpu")
+    cfg = TrainConfig(dataset="fashion-mnist", batch_size=batch, epochs=1000)
+    data = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, CHANNELS_LAST))
+    paths = []
+    for t in threads:
+        one = Training(variant, cfg, cpu, len(data))
+        generator = torch.Generator().manual_seed(0)
+        paths.append(Path_(f"one/{t}t", t, 1, one.step, endless(lambda g=generator: data.epoch(g))))
+        for k in stacks:
+            stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
+            gens = [torch.Generator().manual_seed(s) for s in range(k)]
+            paths.append(Path_(f"stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(data, g))))
+        if compile_one:      # the model compiled (forward and backward); the step around it as is
+            # Every NormNet shares nn.Sequential.forward, so without a reset dynamo stops compiling
+            # after 8 of them (its recompile limit) and silently runs them eagerly.
+            torch._dynamo.reset()
+            compiled = Training(variant, cfg, cpu, len(data))
+            compiled.model = torch.compile(compiled.model)
+            generator2 = torch.Generator().manual_seed(0)
+            paths.append(Path_(f"compiled-one/{t}t", t, 1, compiled.step, endless(lambda g=generator2: data.epoch(g))))
+            k = stacks[-1]
+            stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
+            stack.model = torch.compile(stack.model)
+            gens2 = [torch.Generator().manual_seed(s) for s in range(k)]
+            paths.append(Path_(f"compiled-stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens2: stacked_epoch(data, g))))
+    return paths
+
+
+def measure(paths, rounds: int, window_s: float) -> dict:
+    steps = {}
+    for p in paths:                        # warm up (and compile), then size each path's window
+        p.window(3)
+        steps[p.name] = max(1, round(window_s / (p.window(3) / 3)))
+    rates = {p.name: [] for p in paths}
+    for r in range(rounds):
+        order = paths[r % len(paths):] + paths[:r % len(paths)]     # rotate who goes first
+        for p in order:
+            rates[p.name].append(p.models * steps[p.name] / p.window(steps[p.name]))
+    return {name: round(statistics.median(v), 2) for name, v in rates.items()}
+
+
+def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, rounds: int = 2) -> dict:
+    """The whole path on real Fashion-MNIST (first images of each split), one epoch with its
+    evaluation: K seeds through train_stack against the same seeds through train_run, taking turns."""
+    import contextlib
+    import dataclasses
+    from normlab.data import load_splits
+    from normlab.stacked import train_stack
+    from normlab.train import train_run
+    train, test = load_splits("fashion-mnist")
+    train = dataclasses.replace(train, images=train.images[:train_size], labels=train.labels[:train_size])
+    test = dataclasses.replace(test, images=test.images[:test_size], labels=test.labels[:test_size])
+    cfg, variant, cpu = TrainConfig(dataset="fashion-mnist", epochs=1, batch_size=batch), Variant.parse(norm), torch.device("cpu")
+    seeds = list(range(1, k + 1))
+    paths = {"train_run x K": lambda: [train_run(variant, s, cfg, train, test, cpu) for s in seeds],
+             f"train_stack K={k}": lambda: train_stack(variant, seeds, cfg, train, test, cpu)}
+    seconds = {name: [] for name in paths}
+    torch.set_num_threads(1)
+    for _ in range(rounds):
+        for name, run in paths.items():
+            started = time.perf_counter()
+            with contextlib.redirect_stdout(None):
+                results = run()
+            seconds[name].append(round(time.perf_counter() - started, 2))
+            seconds[name + " test_acc"] = [r.record["final"]["test_acc"] for r in results]
+    fastest = {name: min(v) for name, v in seconds.items() if "acc" not in name}
+    return {"variant": norm, "batch_size": batch, "train_images": train_size, "test_images": test_size,
+            "seconds": seconds, "speedup": round(fastest["train_run x K"] / fastest[f"train_stack K={k}"], 2),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--norms", default="bn,ln,gn:4")
+    parser.add_argument("--batches", default="2,8,32,128")
+    parser.add_argument("--stacks", default="4,8")
+    parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--window", type=float, default=0.25, help="seconds per timed window")
+    parser.add_argument("--whole", action="store_true", help="time train_stack against train_run on real data instead")
+    parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model and stack of the largest K")
+    args = parser.parse_args()
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (4096,))
+    stacks = [int(k) for k in args.stacks.split(",")]
+    default_threads = torch.get_num_threads()
+    cells = []
+    for norm in args.norms.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            if args.whole:
+                cells.append(whole_runs(norm, batch, stacks[-1], 1000, 1000))
+                print(json.dumps(cells[-1]), flush=True)
+                continue
+            threads = [int(t) for t in args.threads.split(",")]
+            started = time.perf_counter()
+            rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile),
+                            args.rounds, args.window)
+            # Each path against one model at a time on the same thread count; the thread effect itself
+            # is one/1t against one/2t.
+            cell = {"variant": norm, "batch_size": batch, "models_per_second": rates,
+                    "ratio_vs_one_at_a_time_same_threads": {
+                        k: round(v / rates["one/" + k.split("/")[1]], 2) for k, v in rates.items()},
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "load_average_1min": round(os.getloadavg()[0], 2)}
+            cells.append(cell)
+            print(json.dumps(cell), flush=True)
+    result = {"benchmark": "small_batch", "torch": torch.__version__, "cpu_count": os.cpu_count(),
+              "default_threads": default_threads, "rounds": args.rounds, "window_s": args.window,
+              "load_average_1_5_15_min_before": load_before,
+              "load_average_1_5_15_min_after": [round(v, 2) for v in os.getloadavg()], "cells": cells}
+    out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch{'-whole' if args.whole else ''}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

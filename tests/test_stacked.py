@@ -1,0 +1,150 @@
+"""K seeds stacked into one network are K separate runs: step by step in float64, and end to end
+(records, per-seed checkpoints, resume) on a generated IDX dataset read by the real loader."""
+
+import pytest
+import torch
+
+from normlab import stacked
+from normlab.data import load_splits
+from normlab.data.batches import Normalizer, TrainBatches
+from normlab.stacked import StackedTraining, can_stack, plan_stacks, stacked_epoch, train_stack
+from normlab.train import CHANNELS_LAST, TrainConfig, Training, read_checkpoint, train_run
+from normlab.variants import Variant
+
+SEEDS = [3, 4, 5]
+EPOCH = 1
+
+
+def config(**overrides):
+    values = dict(dataset="fashion-mnist", epochs=2, batch_size=8, lr=0.05, seed=3)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def step_both_ways(variant: str, cfg: TrainConfig, train, steps: int = 5):
+    """(separate losses K x steps, stacked losses K x steps, separate and stacked per-seed states)."""
+    variant, cpu = Variant.parse(variant), torch.device("cpu")
+    batches = TrainBatches(train.images, train.labels, train.info, cfg.batch_size, Normalizer(train.info, cpu, CHANNELS_LAST))
+    streams = lambda: [torch.Generator().manual_seed(s * 1_000_003 + EPOCH) for s in SEEDS]
+    separate_losses, separate_states = [], []
+    for seed, generator in zip(SEEDS, streams()):
+        torch.manual_seed(seed)                          # train_run's init
+        training = Training(variant, cfg, cpu, len(batches))
+        training.model.double()
+        torch.manual_seed(seed * 1_000_003 + EPOCH)     # train_run's dropout stream for the epoch
+        losses = [training.step(x.double(), y)[0].item() for (x, y), _ in zip(batches.epoch(generator), range(steps))]
+        separate_losses.append(losses)
+        separate_states.append(training.state_dict())
+    stack = StackedTraining(variant, SEEDS, cfg, cpu, len(batches))
+    stack.model.double()
+    for generator, seed in zip(stack.generators, SEEDS):
+        generator.manual_seed(seed * 1_000_003 + EPOCH)
+    stacked_losses = [stack.step(x.double(), y)[0].tolist() for (x, y), _ in zip(stacked_epoch(batches, streams()), range(steps))]
+    return torch.tensor(separate_losses), torch.tensor(stacked_losses).T, separate_states, stack.unstack()
+
+
+def max_state_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("variant, overrides", [
+    ("bn", {}), ("gn:4", {}), ("ln", {}), ("in", {}), ("none", {}),
+    ("gn:4+l1=1e-3", {}), ("bn", {"dropout": 0.2}), ("ln", {"optimizer": "adamw", "lr": 0.01}),
+])
+def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, overrides):
+    train, _ = load_splits("fashion-mnist", fashion_dir)
+    separate, together, separate_states, stacked_states = step_both_ways(variant, config(**overrides), train)
+    assert separate.shape == together.shape == (len(SEEDS), 5)
+    assert (separate[:, 0] - separate[0, 0]).abs().max() > 1e-6, "each seed has its own init and batches"
+    assert (separate - together).abs().max() < 1e-9
+    for mine, theirs in zip(stacked_states, separate_states):
+        assert max_state_difference(mine["model"], theirs["model"]) < 1e-9
+        for index, state in theirs["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert (mine["optimizer"]["state"][index][key].double() - value.double()).abs().max() < 1e-9
+        assert mine["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
+        assert mine["schedule"] == theirs["schedule"]
+
+
+def test_the_comparison_sees_norm_groups_that_straddle_two_models(fashion_dir, monkeypatch):
+    """The mutation check: GroupNorm(G, K*C) instead of GroupNorm(K*G, K*C), same parameter shapes,
+    but each group then mixes channels of two models."""
+    original = stacked.widen
+
+    def broken(layer, k, generators):
+        wide = original(layer, k, generators)
+        return torch.nn.GroupNorm(layer.num_groups, wide.num_channels) if isinstance(wide, torch.nn.GroupNorm) else wide
+
+    monkeypatch.setattr(stacked, "widen", broken)
+    train, _ = load_splits("fashion-mnist", fashion_dir)
+    separate, together, _, _ = step_both_ways("gn:4", config(), train, steps=2)
+    assert (separate - together).abs().max() > 1e-6
+
+
+def test_which_variants_stack():
+    assert all(can_stack(Variant.parse(v)) for v in ("bn", "gn:4", "ln", "in", "none", "bn+l1"))
+    assert not can_stack(Variant.parse("ln-elem"))     # LayerNorm([C, H, W]) normalizes across models
+
+
+def test_train_stack_gives_train_runs_records_and_checkpoints(fashion_dir, tmp_path):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    # With dropout: train_stack must seed each model's masks as train_run seeds its own.
+    cfg, variant, cpu = config(batch_size=16, dropout=0.1), Variant.parse("gn:4"), torch.device("cpu")
+    paths = [tmp_path / f"seed{s}.pt" for s in SEEDS]
+    seen = []
+    results = train_stack(variant, SEEDS, cfg, train, test, cpu, paths, on_epoch=lambda r: seen.append((r["seed"], len(r["epochs"]))))
+    assert seen == [(s, e) for e in (1, 2) for s in SEEDS]
+    for seed, path, result in zip(SEEDS, paths, results):
+        alone = train_run(variant, seed, cfg, train, test, cpu)
+        assert result.record["status"] == "done" and result.record["seed"] == seed
+        assert result.record["params"] == alone.record["params"]
+        # float32 here: grouped and plain convs round differently, and 64 steps amplify it to
+        # ~4e-4 of the loss (measured); the float64 test above is the exact comparison.
+        for mine, theirs in zip(result.record["epochs"], alone.record["epochs"]):
+            assert mine.keys() == theirs.keys()
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-2)
+            assert mine["test_loss"] == pytest.approx(theirs["test_loss"], rel=1e-2)
+        assert result.final.predictions.shape == (len(test),)
+        saved = read_checkpoint(path, variant, seed)
+        assert saved["status"] == "done" and saved["epochs"] == result.record["epochs"]
+        # train_run reads the checkpoint as its own: a finished run, nothing left to train.
+        assert train_run(variant, seed, cfg, train, test, cpu, path).record["epochs"] == result.record["epochs"]
+
+
+class Kill(Exception):
+    pass
+
+
+def kill_at(seed: int, epoch: int):
+    def on_epoch(record):
+        if (record["seed"], len(record["epochs"])) == (seed, epoch):
+            raise Kill
+    return on_epoch
+
+
+@pytest.mark.parametrize("killed_after", [(SEEDS[-1], 1), (SEEDS[0], 2)], ids=["all-saved", "between-seeds"])
+def test_a_killed_stack_resumes_per_seed(fashion_dir, tmp_path, killed_after):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    cfg, variant, cpu = config(batch_size=16), Variant.parse("bn"), torch.device("cpu")
+    whole = train_stack(variant, SEEDS, cfg, train, test, cpu)
+    paths = [tmp_path / f"seed{s}.pt" for s in SEEDS]
+    with pytest.raises(Kill):
+        train_stack(variant, SEEDS, cfg, train, test, cpu, paths, on_epoch=kill_at(*killed_after))
+    resumed = train_stack(variant, SEEDS, cfg, train, test, cpu, paths)
+    strip = lambda r: [{k: v for k, v in e.items() if k != "seconds"} for e in r.record["epochs"]]
+    for a, b in zip(whole, resumed):
+        if killed_after[1] == 1:     # the stack resumed as a stack: the very same arithmetic
+            assert strip(a) == strip(b)
+        else:                        # one seed was ahead: each finished alone, through train_run
+            assert [e["test_loss"] for e in strip(a)] == pytest.approx([e["test_loss"] for e in strip(b)], rel=1e-2)
+        assert b.record["status"] == "done"
+
+
+def test_plan_stacks_keeps_every_seed_once():
+    for variant in ("bn", "gn:4", "ln", "ln-elem"):
+        for batch in (2, 8, 32, 128):
+            for device in ("cpu", "cuda"):
+                groups = plan_stacks(Variant.parse(variant), batch, list(range(1, 12)), torch.device(device))
+                assert sorted(s for g in groups for s in g) == list(range(1, 12))
+    assert plan_stacks(Variant.parse("ln-elem"), 2, [1, 2, 3], torch.device("cpu")) == [[1], [2], [3]]
