@@ -115,3 +115,34 @@ def test_one_cycle_with_very_few_steps():
             optimizer.step()
             schedule.step()
         assert optimizer.param_groups[0]["lr"] > 0
+
+
+def test_validation_is_evaluated_every_epoch_and_chooses_the_epoch(fashion_dir):
+    """The best epoch follows validation accuracy; scrambling the test labels changes no choice."""
+    from dataclasses import replace
+    from normlab.data.split import holdout
+    full, test = load_splits("fashion-mnist", fashion_dir)
+    train, val, _ = holdout(full)
+    cfg = small_config(epochs=3)
+    plain = train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu"), val=val).record
+    scrambled_test = replace(test, labels=test.labels[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))])
+    scrambled = train_run(Variant.parse("gn:4"), 3, cfg, train, scrambled_test, torch.device("cpu"), val=val).record
+    epochs = plain["epochs"]
+    assert all({"val_loss", "val_acc", "test_loss", "test_acc"} <= e.keys() for e in epochs)
+    best = max(epochs, key=lambda e: (e["val_acc"], -e["val_loss"]))
+    final = plain["final"]
+    assert final["best_val_epoch"] == best["epoch"] and final["val_acc"] == best["val_acc"]
+    assert final["test_acc_at_best_val"] == best["test_acc"] and final["test_acc"] == epochs[-1]["test_acc"]
+    assert final["chosen_by"] == "val_acc" and "best_test_acc" not in final
+    assert [e["test_acc"] for e in scrambled["epochs"]] != [e["test_acc"] for e in epochs], "the scramble bites"
+    for key in ("best_val_epoch", "val_acc"):
+        assert scrambled["final"][key] == final[key]
+
+
+def test_without_validation_the_last_epoch_is_reported_and_says_so(fashion_dir):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    record = train_run(Variant.parse("bn"), 3, small_config(epochs=2), train, test, torch.device("cpu")).record
+    final = record["final"]
+    assert "val_acc" not in record["epochs"][-1]
+    assert final["best_val_epoch"] == 2 and final["test_acc_at_best_val"] == final["test_acc"]
+    assert "no validation" in final["chosen_by"]

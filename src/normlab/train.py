@@ -2,7 +2,7 @@
 
     for epoch in epochs:
         for x, y in batches:   loss = CE(model(x), y) + l1 * sum|w|;  step
-        evaluate on the test set;  checkpoint;  report the epoch
+        evaluate on the validation split and the test set;  checkpoint;  report the epoch
 
 Everything a resumed run needs (weights, optimizer, schedule, history) is in the checkpoint;
 the random streams are re-seeded from (seed, epoch) at the start of each epoch, so an epoch
@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 1
     seeds: int = 1
     train_limit: int | None = None   # use only the first N training images (--quick)
+    val: int | None = None           # validation images held out of the training set; None: 5,000 of 50k+, else 10%; 0: none
     test_limit: int | None = None
     device: str = "auto"
 
@@ -59,6 +60,7 @@ class TrainConfig:
             (self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
             (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
+            (self.val is None or self.val >= 0, f"--val {self.val} must not be negative", "pass e.g. --val 5000, or --val 0 for no validation split"),
             (self.seeds >= 1, f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 3"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}", f"choose one of {', '.join(SCHEDULES)}"),
@@ -102,6 +104,10 @@ def weights(model: nn.Module) -> list[nn.Parameter]:
     """Conv kernels: what weight decay and L1 act on (not biases or norm scales, which set the
     scale normalization exists to control)."""
     return [p for p in model.parameters() if p.ndim > 1]
+
+
+def init_weights(model: nn.Module) -> None:
+    """The recipe's initialization (docs/recipe.md): PyTorch's default for now."""
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -170,13 +176,23 @@ def autocast(device: torch.device):
 
 def final_metrics(epochs: list[dict]) -> dict:
     """The record's "final" entry, kept current after every epoch: a run killed or diverged
-    after epoch k reports epoch k's numbers, in results.json as well as on the screen."""
+    after epoch k reports epoch k's numbers, in results.json as well as on the screen.
+
+    The best epoch is chosen by validation accuracy (ties: the lower validation loss, then the
+    earlier epoch), never by the test set; without a validation split it is the last epoch."""
     if not epochs:
         return {}
     last = epochs[-1]
-    return {"final": {"test_acc": last["test_acc"], "test_loss": last["test_loss"],
-                      "train_acc": last["train_acc"], "train_loss": last["train_loss"],
-                      "best_test_acc": max(e["test_acc"] for e in epochs)}}
+    final = {"test_acc": last["test_acc"], "test_loss": last["test_loss"],
+             "train_acc": last["train_acc"], "train_loss": last["train_loss"]}
+    if "val_acc" in last:
+        best = max(epochs, key=lambda e: (e["val_acc"], -e["val_loss"], -e["epoch"]))
+        final.update(best_val_epoch=best["epoch"], val_acc=best["val_acc"], chosen_by="val_acc")
+    else:
+        best = last
+        final.update(best_val_epoch=best["epoch"], chosen_by="last epoch: no validation split")
+    final["test_acc_at_best_val"] = best["test_acc"]
+    return {"final": final}
 
 
 def read_checkpoint(path: Path, variant: Variant, seed: int) -> dict:
@@ -207,6 +223,7 @@ class Training:
                  channels_last: bool = CHANNELS_LAST):
         self.variant, self.device = variant, device
         self.model = build_model(variant, cfg.dataset, cfg.dropout).to(device)
+        init_weights(self.model)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
@@ -256,8 +273,10 @@ class RunState:
 
 def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, test: Dataset,
               device: torch.device, checkpoint: Path | None = None,
-              on_epoch: Callable[[dict], None] | None = None, label: str | None = None) -> RunResult:
-    """Train one variant with one seed.
+              on_epoch: Callable[[dict], None] | None = None, label: str | None = None,
+              val: Dataset | None = None) -> RunResult:
+    """Train one variant with one seed; evaluate on ``val`` (the held-out split, data.split.holdout)
+    and on the test set after every epoch.
 
     With ``checkpoint`` set, state is saved there after every epoch, and a run that finds a
     checkpoint of an unfinished run continues from its last finished epoch.
@@ -265,7 +284,9 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     check_batch(variant, cfg.batch_size, len(train))
     normalizer = Normalizer(train.info, device, CHANNELS_LAST)
     train_images, train_labels = train.images.to(device), train.labels.to(device)
-    test_images, test_labels = test.images.to(device), test.labels.to(device)
+    splits = {"test": (test.images.to(device), test.labels.to(device))}
+    if val is not None:
+        splits = {"val": (val.images.to(device), val.labels.to(device)), **splits}
     batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer)
     torch.manual_seed(seed)
     training = Training(variant, cfg, device, len(batches))
@@ -302,20 +323,23 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
             bar.update(step, loss_sum, correct, step * cfg.batch_size)
         seen = len(batches) * cfg.batch_size
         train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-        result = evaluate(model, test_images, test_labels, normalizer) if math.isfinite(train_loss) else None
-        if result is not None and math.isfinite(result.loss):
-            state.epochs.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
-                                 "test_loss": round(result.loss, 6), "test_acc": round(result.accuracy, 4),
-                                 "lr": training.lr, "seconds": round(time.perf_counter() - started, 3)})
+        results = {name: evaluate(model, *split, normalizer) for name, split in splits.items()} if math.isfinite(train_loss) else {}
+        bad = next((name for name, r in results.items() if not math.isfinite(r.loss)), None)
+        if results and bad is None:
+            entry = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4)}
+            for name, r in results.items():
+                entry.update({f"{name}_loss": round(r.loss, 6), f"{name}_acc": round(r.accuracy, 4)})
+            state.epochs.append({**entry, "lr": training.lr, "seconds": round(time.perf_counter() - started, 3)})
             if epoch == cfg.epochs:
                 state.status = "done"
             summary = (f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
-                       f"test loss {result.loss:.4f} acc {result.accuracy:5.2f}%  {state.epochs[-1]['seconds']:5.1f}s")
+                       + "".join(f"{name} loss {r.loss:.4f} acc {r.accuracy:5.2f}%  " for name, r in results.items())
+                       + f"{state.epochs[-1]['seconds']:5.1f}s")
         else:
             # Stop this variant only: the others in the comparison go on.
             state.status = f"diverged at epoch {epoch}"
-            summary = (f"diverged: mean {'training' if result is None else 'test'} loss is "
-                       f"{train_loss if result is None else result.loss}")
+            summary = (f"diverged: mean {'training' if bad is None else bad} loss is "
+                       f"{train_loss if bad is None else results[bad].loss}")
         record.update(status=state.status, epochs=state.epochs, **final_metrics(state.epochs),
                       seconds=round(record["seconds"] + time.perf_counter() - started, 3))
         if checkpoint is not None:
@@ -328,5 +352,5 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     record.update(final_metrics(state.epochs))
     final = None
     if state.status == "done":
-        final = evaluate(model, test_images, test_labels, normalizer, keep_predictions=True)
+        final = evaluate(model, *splits["test"], normalizer, keep_predictions=True)
     return RunResult(record, model, final)

@@ -1,0 +1,164 @@
+"""The runs behind docs/recipe.md: one recipe change at a time, same data and seeds, every norm.
+
+    nice .venv/bin/python scripts/recipe_diagnosis.py --recipes baseline,zero-head --norms bn,ln \
+        --first 0 --count 4000 --epochs 10 --seeds 1 --out benchmarks/results/recipe.jsonl
+
+Each (recipe, subset, epochs, norm, seed) is one JSON line appended to --out, with the per-step
+training loss and train_run's record; lines already there are skipped, so an interrupted
+diagnosis picks up where it stopped. A recipe is a set of knobs applied by swapping train.py's
+init_weights / make_optimizer / make_schedule for the run (the product code has no such knobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from normlab import train as T
+from normlab.data import Dataset, load_splits
+from normlab.data.split import holdout
+from normlab.variants import Variant
+
+# knob -> value, one change from the recipe named "baseline" (train.py as it is).
+RECIPES = {
+    "baseline": {},
+    "torch-init": {"init": "torch"},              # PyTorch's default init, whatever train.py does
+    "zero-head": {"init": "zero-head"},
+    "kaiming": {"init": "kaiming"},
+    "kaiming+zero-head": {"init": "kaiming+zero-head"},
+    "warmup-10%": {"pct": 0.10},
+    "warmup-50%": {"pct": 0.50},
+    "start-lr/100": {"div": 100.0},               # OneCycle starts at peak/div; default div 25
+    "start-lr/5": {"div": 5.0},
+    "no-wd-on-normed": {"wd_normed": 0.0},        # kernels right before a norm: scale-invariant
+    "wd-5e-5": {"weight_decay": 5e-5},
+    "wd-5e-3": {"weight_decay": 5e-3},
+    "lr-0.02": {"lr": 0.02},
+    "lr-0.05": {"lr": 0.05},
+    "lr-0.2": {"lr": 0.2},
+    "adamw": {"optimizer": "adamw"},
+    "adamw-wd0.05": {"optimizer": "adamw", "weight_decay": 0.05},
+}
+CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum")
+
+
+def normed_kernels(model: nn.Module) -> list[nn.Parameter]:
+    """Conv kernels whose output goes straight into a norm layer (their scale cannot matter)."""
+    return [m.conv.weight for m in model.modules() if hasattr(m, "conv") and hasattr(m, "norm")
+            and not isinstance(m.norm, nn.Identity)]
+
+
+def classifier(model: nn.Module) -> nn.Conv2d:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
+@contextmanager
+def recipe(knobs: dict):
+    original = T.init_weights, T.make_optimizer, T.make_schedule
+
+    def init_weights(model):
+        kind = knobs.get("init")
+        if kind is None:
+            return original[0](model)
+        if "kaiming" in kind:
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        if "zero-head" in kind:
+            nn.init.zeros_(classifier(model).weight)
+            nn.init.zeros_(classifier(model).bias)
+
+    def make_optimizer(model, cfg):
+        optimizer = original[1](model, cfg)
+        if "wd_normed" in knobs:
+            normed = {id(p) for p in normed_kernels(model)}
+            decayed = optimizer.param_groups[0]
+            moved = [p for p in decayed["params"] if id(p) in normed]
+            decayed["params"] = [p for p in decayed["params"] if id(p) not in normed]
+            optimizer.add_param_group({"params": moved, "weight_decay": knobs["wd_normed"]})
+        return optimizer
+
+    def make_schedule(optimizer, cfg, steps_per_epoch):
+        if "pct" not in knobs and "div" not in knobs:
+            return original[2](optimizer, cfg, steps_per_epoch)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.peak_lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                   pct_start=knobs.get("pct", 0.25), div_factor=knobs.get("div", 25.0))
+
+    T.init_weights, T.make_optimizer, T.make_schedule = init_weights, make_optimizer, make_schedule
+    try:
+        yield
+    finally:
+        T.init_weights, T.make_optimizer, T.make_schedule = original
+
+
+def subset(data: Dataset, first: int, count: int) -> Dataset:
+    return replace(data, images=data.images[first:first + count], labels=data.labels[first:first + count])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", default="baseline")
+    p.add_argument("--norms", default="bn,ln,gn:4,bn+l1")
+    p.add_argument("--seeds", default="1")
+    p.add_argument("--first", type=int, default=0)
+    p.add_argument("--count", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/recipe.jsonl"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    full_train, test = load_splits("fashion-mnist")
+    if args.test_limit:
+        test = subset(test, 0, args.test_limit)
+    train, val, split = holdout(subset(full_train, args.first, args.count))
+    done = set()
+    if args.out.exists():
+        done = {(r["recipe"], r["first"], r["count"], r["epochs"], r["norm"], r["seed"])
+                for r in map(json.loads, args.out.read_text().splitlines())}
+    for name in args.recipes.split(","):
+        knobs = RECIPES[name]
+        for seed in map(int, args.seeds.split(",")):
+            for norm in args.norms.split(","):
+                key = (name, args.first, args.count, args.epochs, norm, seed)
+                if key in done:
+                    continue
+                cfg = T.TrainConfig(epochs=args.epochs, seed=seed, **{k: v for k, v in knobs.items() if k in CONFIG_KNOBS})
+                steps = []
+                step = T.Training.step
+
+                def logged(self, x, y):
+                    loss, right = step(self, x, y)
+                    steps.append(round(loss.item(), 4))
+                    return loss, right
+
+                started = time.perf_counter()
+                with recipe(knobs):
+                    T.Training.step = logged
+                    try:
+                        outcome = T.train_run(Variant.parse(norm), seed, cfg, train, test, torch.device("cpu"), val=val)
+                    finally:
+                        T.Training.step = step
+                line = {"recipe": name, "knobs": knobs, "first": args.first, "count": args.count, "epochs": args.epochs,
+                        "norm": norm, "seed": seed, "split": split, "test_size": len(test), "step_loss": steps,
+                        "final": outcome.record.get("final"), "status": outcome.record["status"],
+                        "epochs_record": outcome.record["epochs"], "wall_s": round(time.perf_counter() - started, 1)}
+                with args.out.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                final = line["final"] or {}
+                print(f"{name:18s} {norm:6s} seed {seed}: test {final.get('test_acc')}  val {final.get('val_acc')}  "
+                      f"loss ep1 {outcome.record['epochs'][0]['train_loss'] if outcome.record['epochs'] else None}  "
+                      f"{line['wall_s']}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
