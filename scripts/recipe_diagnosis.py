@@ -104,8 +104,52 @@ def subset(data: Dataset, first: int, count: int) -> Dataset:
     return replace(data, images=data.images[first:first + count], labels=data.labels[first:first + count])
 
 
+def read_lines(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines()]
+
+
+def table(lines: list[dict]) -> str:
+    """Markdown: one row per (subset, recipe), final test accuracy per norm (mean of the seeds
+    run, seeds listed), and ln's training loss after epoch 1."""
+    norms = list(dict.fromkeys(r["norm"] for r in lines))
+    groups: dict = {}
+    for r in lines:
+        groups.setdefault((r["first"], r["count"], r["epochs"], r["recipe"]), {}).setdefault(r["norm"], []).append(r)
+    rows = [f"| subset | recipe | seeds | {' | '.join(norms)} | spread | ln epoch-1 train loss |", "|" + " --- |" * (len(norms) + 5)]
+    for (first, count, epochs, name), by_norm in groups.items():
+        acc = {n: sum(r["final"]["test_acc"] for r in rs) / len(rs) for n, rs in by_norm.items() if all(r["final"] for r in rs)}
+        seeds = sorted({r["seed"] for rs in by_norm.values() for r in rs})
+        ln1 = [r["epochs_record"][0]["train_loss"] for r in by_norm.get("ln", []) if r["epochs_record"]]
+        rows.append(f"| {first}-{first + count}, {epochs} ep | {name} | {','.join(map(str, seeds))} | "
+                    + " | ".join(f"{acc[n]:.2f}" if n in acc else "-" for n in norms)
+                    + f" | {max(acc.values()) - min(acc.values()):.2f} | " + (f"{sum(ln1) / len(ln1):.3f}" if ln1 else "-") + " |")
+    return "\n".join(rows)
+
+
+def figure(lines: list[dict], before: str, after: str, out: Path, epochs: int = 3) -> None:
+    """Training loss per step over the first epochs, per norm: the old recipe beside the new."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, name in zip(axes, (before, after)):
+        for r in lines:
+            if r["recipe"] == name and r["seed"] == 1 and r["first"] == 0 and r["count"] == 4000:
+                n = len(r["step_loss"]) * epochs // r["epochs"]
+                ax.plot([i / (n / epochs) for i in range(1, n + 1)], r["step_loss"][:n], label=r["norm"], lw=1)
+        ax.axhline(2.3026, color="grey", ls=":", lw=1)
+        ax.set(title=f"{name} recipe", xlabel="epoch")
+    axes[0].set_ylabel("training loss (per step)")
+    axes[1].legend()
+    fig.suptitle("Fashion-MNIST, first 4,000 training images, seed 1 (dotted: chance, ln 10)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", nargs="*", type=Path, help="print the results table of these JSONL files and stop")
+    p.add_argument("--figure", nargs=3, metavar=("PNG", "BEFORE", "AFTER"), help="with --table's files: draw the figure")
     p.add_argument("--recipes", default="baseline")
     p.add_argument("--norms", default="bn,ln,gn:4,bn+l1")
     p.add_argument("--seeds", default="1")
@@ -116,6 +160,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/recipe.jsonl"))
     args = p.parse_args()
+    if args.table is not None:
+        lines = read_lines(args.table)
+        if args.figure:
+            return figure(lines, args.figure[1], args.figure[2], Path(args.figure[0]))
+        return print(table(lines))
     torch.set_num_threads(args.threads)
     full_train, test = load_splits("fashion-mnist")
     if args.test_limit:

@@ -146,3 +146,14 @@ def test_without_validation_the_last_epoch_is_reported_and_says_so(fashion_dir):
     assert "val_acc" not in record["epochs"][-1]
     assert final["best_val_epoch"] == 2 and final["test_acc_at_best_val"] == final["test_acc"]
     assert "no validation" in final["chosen_by"]
+
+
+def test_recipe_note_says_when_a_ranking_rests_on_unequal_settings():
+    from normlab.train import recipe_note
+    same = {v: small_config().to_dict() for v in ("bn", "ln")}
+    assert "same recipe" in recipe_note(same)
+    assert "different lr" in recipe_note({**same, "ln": small_config(lr=0.02).to_dict()})
+    one = recipe_note(same, tuned={"ln": "lr 0.02 chosen from 0.005-0.2 by validation accuracy"})
+    assert "tuned for ln only" in one and "favours" in one
+    both = recipe_note(same, tuned={"bn": "lr 0.1 chosen", "ln": "lr 0.02 chosen"})
+    assert "same search" in both and "ln: lr 0.02 chosen" in both

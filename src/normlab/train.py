@@ -80,6 +80,33 @@ class TrainConfig:
         return asdict(self)
 
 
+# The settings that shape optimization: variants compared under different values of these are
+# compared partly on those values, and the report must say so (issue 11, item 4).
+RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "batch_size", "dropout")
+
+
+def recipe_note(configs: dict[str, dict], tuned: dict[str, str] | None = None) -> str:
+    """The sentence the report's findings carry about how fairly the variants were trained.
+
+    ``configs``: variant -> its TrainConfig as a dict; ``tuned``: variant -> how its settings
+    were chosen (e.g. "lr 0.02 chosen from 0.005-0.2 by validation accuracy after 3 epochs"),
+    for the variants whose settings were searched. A ranking is only stated without a caveat
+    when every variant ran the same recipe, or every variant had the same search."""
+    tuned = tuned or {}
+    differing = [f for f in RECIPE_FIELDS if len({repr(c.get(f)) for c in configs.values()}) > 1]
+    if tuned and set(tuned) != set(configs):
+        return (f"Settings were tuned for {', '.join(sorted(tuned))} only ({'; '.join(f'{v}: {t}' for v, t in tuned.items())}); "
+                "the others ran the default recipe, so the ranking favours the tuned variants.")
+    if tuned:
+        return "Each variant's settings were chosen by the same search on the validation split: " + "; ".join(
+            f"{v}: {t}" for v, t in tuned.items()) + "."
+    if differing:
+        return (f"The variants were trained with different {', '.join(differing)}: the ranking reflects those "
+                "settings as well as the normalization.")
+    return ("Every variant ran the same recipe (docs/recipe.md), none tuned for one variant; the best epoch "
+            "and every other choice were made on the validation split, not the test set.")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
