@@ -26,13 +26,26 @@ from normlab.data import Dataset, load_splits
 from normlab.data.split import holdout
 from normlab.variants import Variant
 
-# knob -> value, one change from the recipe named "baseline" (train.py as it is).
+# knob -> value, one change from "baseline": the recipe before docs/recipe.md (PyTorch's default
+# init, SGD + Nesterov, one-cycle to 0.1 with 25% warm-up, weight decay 5e-4 on every kernel).
+# "kaiming" is the recipe train.py now uses; "current" runs train.py as it is.
 RECIPES = {
     "baseline": {},
-    "torch-init": {"init": "torch"},              # PyTorch's default init, whatever train.py does
+    "current": {"init": "current"},
     "zero-head": {"init": "zero-head"},
     "kaiming": {"init": "kaiming"},
     "kaiming+zero-head": {"init": "kaiming+zero-head"},
+    "kaiming-normed-only": {"init": "kaiming-normed"},   # which half of kaiming's change matters:
+    "kaiming-others-only": {"init": "kaiming-others"},   # the scale-invariant kernels, or the rest
+    "normed-x4": {"init": "normed-x4"},           # default init, scale-invariant kernels 4x: effective lr / 16
+    "normed-x2": {"init": "normed-x2"},
+    "kaiming+centered": {"init": "kaiming+centered"},
+    "batch-32": {"batch_size": 32},               # 4x the steps per epoch
+    "kaiming+batch-32": {"init": "kaiming", "batch_size": 32},
+    "adamw-lr0.01": {"optimizer": "adamw", "lr": 0.01},
+    "kaiming+lr-0.2": {"init": "kaiming", "lr": 0.2},
+    "kaiming+lr-0.05": {"init": "kaiming", "lr": 0.05},
+    "centered-init": {"init": "centered"},       # zero-mean filters: no per-channel offset for ln/gn to keep
     "warmup-10%": {"pct": 0.10},
     "warmup-50%": {"pct": 0.50},
     "start-lr/100": {"div": 100.0},               # OneCycle starts at peak/div; default div 25
@@ -45,8 +58,9 @@ RECIPES = {
     "lr-0.2": {"lr": 0.2},
     "adamw": {"optimizer": "adamw"},
     "adamw-wd0.05": {"optimizer": "adamw", "weight_decay": 0.05},
+    "kaiming+adamw": {"init": "kaiming", "optimizer": "adamw"},
 }
-CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum")
+CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum", "batch_size")
 
 
 def normed_kernels(model: nn.Module) -> list[nn.Parameter]:
@@ -64,15 +78,25 @@ def recipe(knobs: dict):
     original = T.init_weights, T.make_optimizer, T.make_schedule
 
     def init_weights(model):
-        kind = knobs.get("init")
-        if kind is None:
+        kind = knobs.get("init", "torch")
+        if kind == "current":
             return original[0](model)
+        if kind == "torch":
+            return None                            # build_model's layers keep PyTorch's init
         if "kaiming" in kind:
+            normed = {id(w) for w in normed_kernels(model)}
             for m in model.modules():
-                if isinstance(m, nn.Conv2d):
+                if isinstance(m, nn.Conv2d) and not (kind == "kaiming-normed" and id(m.weight) not in normed) \
+                        and not (kind == "kaiming-others" and id(m.weight) in normed):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
+        if "centered" in kind:
+            for w in normed_kernels(model):
+                w.data -= w.data.mean(dim=(1, 2, 3), keepdim=True)
+        if kind.startswith("normed-x"):
+            for w in normed_kernels(model):
+                w.data *= float(kind[len("normed-x"):])
         if "zero-head" in kind:
             nn.init.zeros_(classifier(model).weight)
             nn.init.zeros_(classifier(model).bias)
