@@ -59,6 +59,24 @@ RECIPES = {
     "adamw": {"optimizer": "adamw"},
     "adamw-wd0.05": {"optimizer": "adamw", "weight_decay": 0.05},
     "kaiming+adamw": {"init": "kaiming", "optimizer": "adamw"},
+    # On top of He init (the default since docs/recipe.md's first round), one change each:
+    "kaiming+warmup-10%": {"init": "kaiming", "pct": 0.10},
+    "kaiming+warmup-40%": {"init": "kaiming", "pct": 0.40},
+    "kaiming+start-lr/5": {"init": "kaiming", "div": 5.0},
+    "kaiming+lr-0.03": {"init": "kaiming", "lr": 0.03},
+    "kaiming+wd-5e-3": {"init": "kaiming", "weight_decay": 5e-3},
+    "kaiming+wd-0": {"init": "kaiming", "weight_decay": 0.0},
+    "kaiming+momentum-0.8": {"init": "kaiming", "momentum": 0.8},
+    "kaiming+momentum-0.95": {"init": "kaiming", "momentum": 0.95},
+    "kaiming+no-nesterov": {"init": "kaiming", "nesterov": False},
+    "kaiming+smooth-0.1": {"init": "kaiming", "smoothing": 0.1},
+    "kaiming+head-lr-x10": {"init": "kaiming", "head_lr": 10.0},     # classifier 1x1 conv: 10x the lr
+    "kaiming+affine-lr-x10": {"init": "kaiming", "affine_lr": 10.0}, # norm scales/shifts (and biases): 10x
+    "kaiming+head-x3": {"init": "kaiming+head-x3"},                  # classifier init 3x larger
+    "kaiming+lars-0.1": {"init": "kaiming", "lars": 0.1},            # every kernel's gradient rescaled to 0.1 |w|
+    "kaiming+lars-0.03": {"init": "kaiming", "lars": 0.03},
+    "kaiming+lars-0.3": {"init": "kaiming", "lars": 0.3},
+    "kaiming+lars-0.1+smooth-0.1": {"init": "kaiming", "lars": 0.1, "smoothing": 0.1},
 }
 CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum", "batch_size")
 
@@ -97,6 +115,8 @@ def recipe(knobs: dict):
         if kind.startswith("normed-x"):
             for w in normed_kernels(model):
                 w.data *= float(kind[len("normed-x"):])
+        if kind.endswith("head-x3"):
+            classifier(model).weight.data *= 3.0
         if "zero-head" in kind:
             nn.init.zeros_(classifier(model).weight)
             nn.init.zeros_(classifier(model).bias)
@@ -109,19 +129,49 @@ def recipe(knobs: dict):
             moved = [p for p in decayed["params"] if id(p) in normed]
             decayed["params"] = [p for p in decayed["params"] if id(p) not in normed]
             optimizer.add_param_group({"params": moved, "weight_decay": knobs["wd_normed"]})
+        head = {id(p) for p in classifier(model).parameters()}
+        for knob, chosen in (("head_lr", lambda p: id(p) in head), ("affine_lr", lambda p: p.ndim == 1 and id(p) not in head)):
+            if knob in knobs:   # a group of its own, whose peak lr make_schedule multiplies
+                for group in list(optimizer.param_groups):
+                    moved = [p for p in group["params"] if chosen(p)]
+                    group["params"] = [p for p in group["params"] if not chosen(p)]
+                    optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                                               "lr_mult": knobs[knob]})
+        if "nesterov" in knobs:
+            for group in optimizer.param_groups:
+                group["nesterov"] = knobs["nesterov"]
+        if "lars" in knobs:     # layer-wise trust ratio: each kernel's step is a set fraction of its norm
+            kernels = T.weights(model)
+
+            def rescale(opt, args, kwargs):
+                for w in kernels:
+                    if w.grad is not None:
+                        w.grad.mul_(knobs["lars"] * w.norm() / (w.grad.norm() + 1e-12))
+            optimizer.register_step_pre_hook(rescale)
         return optimizer
 
     def make_schedule(optimizer, cfg, steps_per_epoch):
-        if "pct" not in knobs and "div" not in knobs:
+        if not {"pct", "div", "head_lr", "affine_lr"} & knobs.keys():
             return original[2](optimizer, cfg, steps_per_epoch)
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.peak_lr, total_steps=cfg.epochs * steps_per_epoch,
+        peaks = [cfg.peak_lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=cfg.epochs * steps_per_epoch,
                                                    pct_start=knobs.get("pct", 0.25), div_factor=knobs.get("div", 25.0))
 
+    functional = T.F
+    if "smoothing" in knobs:    # training loss only: evaluation runs under inference_mode, unsmoothed
+        class Smoothed:
+            def __getattr__(self, name):
+                return getattr(functional, name)
+
+            def cross_entropy(self, logits, y, **kw):
+                return functional.cross_entropy(logits, y, label_smoothing=knobs["smoothing"] if torch.is_grad_enabled() else 0.0, **kw)
+        T.F = Smoothed()
     T.init_weights, T.make_optimizer, T.make_schedule = init_weights, make_optimizer, make_schedule
     try:
         yield
     finally:
         T.init_weights, T.make_optimizer, T.make_schedule = original
+        T.F = functional
 
 
 def subset(data: Dataset, first: int, count: int) -> Dataset:
