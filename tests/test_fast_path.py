@@ -14,7 +14,7 @@ from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
 from normlab.models import build_model
 from normlab.reference import replay_of, seed_style_loader, seed_style_step
-from normlab.train import CHANNELS_LAST, TrainConfig, Training, make_optimizer
+from normlab.train import CHANNELS_LAST, TrainConfig, Training, init_weights, make_optimizer
 from normlab.variants import Variant
 
 STEPS = 3
@@ -33,7 +33,9 @@ def both_paths(data, variant: Variant, cfg: TrainConfig, fast_input: str):
     reference_batches = [(x.double(), y) for (x, y), _ in zip(loader, range(STEPS))]
 
     torch.manual_seed(cfg.seed)
-    model = build_model(variant, cfg.dataset).double()
+    model = build_model(variant, cfg.dataset)
+    init_weights(model)             # the recipe's initialization, as Training applies it
+    model.double()
     optimizer = make_optimizer(model, cfg)
     ref_losses = [seed_style_step(model, optimizer, x, y, variant.l1)[0] for x, y in reference_batches]
 

@@ -58,7 +58,7 @@ def test_epoch_visits_each_image_at_most_once_and_drops_the_partial_batch():
 
 
 def small_config(**overrides):
-    values = dict(dataset="fashion-mnist", epochs=2, batch_size=32, lr=0.05, seed=3)
+    values = dict(dataset="fashion-mnist", epochs=2, batch_size=32, seed=3)    # the default lr
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -115,3 +115,45 @@ def test_one_cycle_with_very_few_steps():
             optimizer.step()
             schedule.step()
         assert optimizer.param_groups[0]["lr"] > 0
+
+
+def test_validation_is_evaluated_every_epoch_and_chooses_the_epoch(fashion_dir):
+    """The best epoch follows validation accuracy; scrambling the test labels changes no choice."""
+    from dataclasses import replace
+    from normlab.data.split import holdout
+    full, test = load_splits("fashion-mnist", fashion_dir)
+    train, val, _ = holdout(full)
+    cfg = small_config(epochs=3)
+    plain = train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu"), val=val).record
+    scrambled_test = replace(test, labels=test.labels[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))])
+    scrambled = train_run(Variant.parse("gn:4"), 3, cfg, train, scrambled_test, torch.device("cpu"), val=val).record
+    epochs = plain["epochs"]
+    assert all({"val_loss", "val_acc", "test_loss", "test_acc"} <= e.keys() for e in epochs)
+    best = max(epochs, key=lambda e: (e["val_acc"], -e["val_loss"]))
+    final = plain["final"]
+    assert final["best_val_epoch"] == best["epoch"] and final["val_acc"] == best["val_acc"]
+    assert final["test_acc_at_best_val"] == best["test_acc"] and final["test_acc"] == epochs[-1]["test_acc"]
+    assert final["chosen_by"] == "val_acc" and "best_test_acc" not in final
+    assert [e["test_acc"] for e in scrambled["epochs"]] != [e["test_acc"] for e in epochs], "the scramble bites"
+    for key in ("best_val_epoch", "val_acc"):
+        assert scrambled["final"][key] == final[key]
+
+
+def test_without_validation_the_last_epoch_is_reported_and_says_so(fashion_dir):
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    record = train_run(Variant.parse("bn"), 3, small_config(epochs=2), train, test, torch.device("cpu")).record
+    final = record["final"]
+    assert "val_acc" not in record["epochs"][-1]
+    assert final["best_val_epoch"] == 2 and final["test_acc_at_best_val"] == final["test_acc"]
+    assert "no validation" in final["chosen_by"]
+
+
+def test_recipe_note_says_when_a_ranking_rests_on_unequal_settings():
+    from normlab.train import recipe_note
+    same = {v: small_config().to_dict() for v in ("bn", "ln")}
+    assert "same recipe" in recipe_note(same)
+    assert "different lr" in recipe_note({**same, "ln": small_config(lr=0.02).to_dict()})
+    one = recipe_note(same, tuned={"ln": "lr 0.02 chosen from 0.005-0.2 by validation accuracy"})
+    assert "tuned for ln only" in one and "favours" in one
+    both = recipe_note(same, tuned={"bn": "lr 0.1 chosen", "ln": "lr 0.02 chosen"})
+    assert "same search" in both and "ln: lr 0.02 chosen" in both

@@ -39,6 +39,8 @@ class TrainConfig:
     seed: int = option(1, "first seed")
     seeds: int = option(1, "train each variant this many times, seeds --seed, --seed+1, ...")
     train_limit: int | None = option(None, "use only the first N training images (10,000 with --quick)")
+    val: int | None = option(None, "validation images held out of the training set to choose the epoch and settings "
+                                   "(default 5,000 of a 50k+ set, else 10%; 0: none)")
     test_limit: int | None = option(None, "use only the first N test images (2,000 with --quick)")
     device: str = option("auto", "auto (CUDA when there is one), cpu or cuda")
     model: str | None = option(None, "your own net, pkg.module:function taking (norm_layer, in_channels, num_classes)")
@@ -51,6 +53,7 @@ class TrainConfig:
             (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
             (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
+            (self.val is None or self.val >= 0, f"--val {self.val} must not be negative", "pass e.g. --val 5000, or --val 0 for no validation split"),
             (self.seeds >= 1, f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 3"),
             (0 <= self.seed and self.seed + self.seeds - 1 <= MAX_SEED,
              f"--seed {self.seed} (with --seeds {self.seeds}) is out of range", f"use seeds from 0 to {MAX_SEED}"),

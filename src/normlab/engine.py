@@ -37,7 +37,8 @@ from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpo
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
                       read_manifest, remove_leftovers, remove_written, unlock_folder, write_json)
-from .train import check_batch, read_checkpoint, resolve_device
+from .checkpoints import read_checkpoint
+from .train import check_batch, resolve_device
 from .variants import Variant
 
 REFERENCE_BATCH = 128

@@ -39,8 +39,9 @@ from .errors import UserError
 from .models import build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
+from .checkpoints import read_checkpoint
 from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, evaluate, final_metrics,
-                    make_optimizer, make_schedule, read_checkpoint, train_run, weights)
+                    init_weights, make_optimizer, make_schedule, train_run, weights)
 from .variants import Variant
 
 # Layers that act on each channel alone, so K models side by side need the very same layer.
@@ -142,7 +143,9 @@ class StackedTraining:
         self.models = []
         for seed in seeds:
             torch.manual_seed(seed)          # train_run's seeding: each model's init is its own run's
-            self.models.append(build_model(variant, cfg.dataset, cfg.dropout).to(device))
+            model = build_model(variant, cfg.dataset, cfg.dropout, cfg.model)
+            init_weights(model)              # the recipe Training uses (train.py)
+            self.models.append(model.to(device))
         self.generators = [torch.Generator(device=device) for _ in seeds]   # dropout masks, per model
         try:
             self.model = stack_models(self.models, self.generators).to(device)
