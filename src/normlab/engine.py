@@ -30,8 +30,9 @@ from pathlib import Path
 from . import __version__
 from .config import TrainConfig
 from .data import dataset_info, fingerprint, load_splits
+from .data.split import holdout
 from .errors import UserError
-from .executors import Cell, CellResult, LocalExecutor, RayExecutor
+from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
@@ -249,9 +250,10 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     train, test = limit(train, cfg.train_limit), limit(test, cfg.test_limit)
     if len(test) == 0 or len(train) == 0:
         raise UserError(f"the {'test' if len(train) else 'training'} set of {cfg.dataset} is empty", "point --data-dir at a dataset with images")
+    train, val, split = holdout(train, cfg.val)     # every choice is made on val, never on test
     check_sizes(exp, len(train))
     previous = prepare_folder(exp)
-    data = fingerprint(train, test)
+    data = fingerprint(*(d for d in (train, val, test) if d is not None))
     if previous is not None:
         check_resumed_inputs(previous, exp, data, train, test)
     misclassified = read_misclassified(exp.out, len(test)) if previous is not None else {}
@@ -261,7 +263,8 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     results = {
         "normlab": __version__, "schema": SCHEMA, "dataset": cfg.dataset,
         "config": {**exp.config(), "data_source": str(train.source), "train_size": len(train),
-                   "test_size": len(test), "data_fingerprint": data},
+                   "val_size": len(val) if val is not None else 0, "test_size": len(test), "validation": split,
+                   "data_fingerprint": data},
         "executor": exp.executor.describe(), **environment(resolve_device(cfg.device if local else "cpu")),
         "started": (previous or {}).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
         # Kept until this run replaces them: a resume that fails loses nothing of the last one.
@@ -323,7 +326,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
         log(f"[{skipped + len(finished)}/{total}] {spec.label}: {acc}, {record['status']} "
             f"({record.get('seconds', 0):.1f} s){eta}")
 
-    exp.executor.run_cells(todo, train, test, on_result, folder=exp.out, on_epoch=on_epoch if local else None)
+    exp.executor.run_cells(todo, Splits(train, val, test), on_result, folder=exp.out, on_epoch=on_epoch if local else None)
     results["executor"] = exp.executor.describe()
     results["seconds"] = round(time.perf_counter() - started + (previous or {}).get("seconds", 0.0), 3)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -75,6 +75,20 @@ class PortableDataset:
                        torch.from_numpy(np.array(self.labels)), Path(self.source))
 
 
+@dataclass
+class Splits:
+    """The data every cell trains on: training part, validation part (None with --val 0), test set."""
+    train: object
+    val: object
+    test: object
+
+    def portable(self) -> "Splits":
+        return Splits(*(None if d is None else PortableDataset.of(d) for d in (self.train, self.val, self.test)))
+
+    def local(self) -> "Splits":
+        return Splits(*(None if d is None else d.dataset() for d in (self.train, self.val, self.test)))
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -97,7 +111,7 @@ def worker_device(index: int, requested: str, gpu_count: int) -> str:
     return f"cuda:{index % gpu_count}"
 
 
-def train_cell(cell: Cell, train, test, device: str, worker=0, on_epoch=None) -> CellResult:
+def train_cell(cell: Cell, data: Splits, device: str, worker=0, on_epoch=None) -> CellResult:
     """Train one cell with normlab's training loop; the record says where it ran (from its
     first epoch on, so a run killed after its last epoch has the record of one that was not)."""
     import torch
@@ -110,16 +124,16 @@ def train_cell(cell: Cell, train, test, device: str, worker=0, on_epoch=None) ->
     where = {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
              "worker": worker}
     if cell.checkpoint is not None:
-        outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device), checkpoint=Path(cell.checkpoint),
-                            label=cell.label, on_epoch=on_epoch and (lambda record: on_epoch({**record, **where})))
+        outcome = train_run(variant, cell.seed, cfg, data.train, data.test, resolve_device(device), checkpoint=Path(cell.checkpoint),
+                            label=cell.label, on_epoch=on_epoch and (lambda record: on_epoch({**record, **where})), val=data.val)
         saved = None
     else:
         with tempfile.TemporaryDirectory(prefix="normlab-cell-") as scratch:
             path = Path(scratch) / f"{cell.key}.pt"
             if cell.resume_from is not None:
                 path.write_bytes(cell.resume_from)
-            outcome = train_run(variant, cell.seed, cfg, train, test, resolve_device(device),
-                                checkpoint=path, label=cell.label)
+            outcome = train_run(variant, cell.seed, cfg, data.train, data.test, resolve_device(device),
+                                checkpoint=path, label=cell.label, val=data.val)
             saved = path.read_bytes() if path.exists() else None
     result = CellResult(cell.key, {**outcome.record, **where}, saved)
     if cell.keep_predictions and outcome.final is not None:
@@ -166,7 +180,7 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
 
 
-def _start_worker(indices, train: PortableDataset, test: PortableDataset, requested_device: str, threads: int,
+def _start_worker(indices, data: Splits, requested_device: str, threads: int,
                   parent: int, folder: str | None) -> None:
     import torch
     from .storage import hold_folder
@@ -176,12 +190,11 @@ def _start_worker(indices, train: PortableDataset, test: PortableDataset, reques
     index = indices.get()
     quiet_worker(threads)
     gpus = torch.cuda.device_count() if requested_device != "cpu" else 0
-    _WORKER.update(index=index, device=worker_device(index, requested_device, gpus),
-                   train=train.dataset(), test=test.dataset())
+    _WORKER.update(index=index, device=worker_device(index, requested_device, gpus), data=data.local())
 
 
 def _worker_cell(cell: Cell) -> CellResult:
-    return train_cell(cell, _WORKER["train"], _WORKER["test"], _WORKER["device"], _WORKER["index"])
+    return train_cell(cell, _WORKER["data"], _WORKER["device"], _WORKER["index"])
 
 
 @dataclass
@@ -198,7 +211,7 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"executor": "local", "workers": self.workers, "threads_per_worker": self.threads_per_cell()}
 
-    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None],
+    def run_cells(self, cells: list[Cell], data: Splits, on_result: Callable[[CellResult], None],
                   folder: Path | None = None, on_epoch: Callable[[str, dict], None] | None = None) -> None:
         if self.workers == 1 or len(cells) <= 1:
             import torch
@@ -210,7 +223,7 @@ class LocalExecutor:
             try:
                 for cell in cells:
                     report = (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
-                    result = train_cell(cell, train, test, device, 0, report)
+                    result = train_cell(cell, data, device, 0, report)
                     on_result(result)
             finally:
                 torch.set_num_threads(before)
@@ -223,7 +236,7 @@ class LocalExecutor:
         for i in range(workers):
             indices.put(i)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(indices, PortableDataset.of(train), PortableDataset.of(test),
+                                   initargs=(indices, data.portable(),
                                              self.device, self.threads or threads_per_worker(workers),
                                              os.getpid(), None if folder is None else str(folder)))
         try:
@@ -255,10 +268,10 @@ def import_ray():
     return ray
 
 
-def _ray_cell(cell: Cell, train: PortableDataset, test: PortableDataset, device: str, threads: int) -> CellResult:
+def _ray_cell(cell: Cell, data: Splits, device: str, threads: int) -> CellResult:
     import ray
     quiet_worker(threads)
-    return train_cell(cell, train.dataset(), test.dataset(), device, f"ray node {ray.get_runtime_context().get_node_id()[:8]}")
+    return train_cell(cell, data.local(), device, f"ray node {ray.get_runtime_context().get_node_id()[:8]}")
 
 
 @dataclass
@@ -289,7 +302,7 @@ class RayExecutor:
         return {"executor": "ray", "address": self.address, "cpus_per_cell": self.cpus_per_cell,
                 "gpus_per_cell": self.gpus_per_cell, "max_retries": self.max_retries, **self._resources}
 
-    def run_cells(self, cells: list[Cell], train, test, on_result: Callable[[CellResult], None],
+    def run_cells(self, cells: list[Cell], data: Splits, on_result: Callable[[CellResult], None],
                   folder: Path | None = None, on_epoch=None) -> None:
         ray = import_ray()
         started_here = not ray.is_initialized()
@@ -315,9 +328,9 @@ class RayExecutor:
             # Ray sets CUDA_VISIBLE_DEVICES to the task's GPUs, so "cuda" is the GPU it was given.
             device = "cuda" if gpus > 0 else "cpu"
             task = ray.remote(num_cpus=self.cpus_per_cell, num_gpus=gpus, max_retries=self.max_retries)(_ray_cell)
-            train_ref, test_ref = ray.put(PortableDataset.of(train)), ray.put(PortableDataset.of(test))
+            data_ref = ray.put(data.portable())
             threads = max(1, int(self.cpus_per_cell))
-            pending = {task.remote(cell, train_ref, test_ref, device, threads): cell for cell in cells}
+            pending = {task.remote(cell, data_ref, device, threads): cell for cell in cells}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 cell = pending.pop(done[0])
