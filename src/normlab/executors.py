@@ -111,18 +111,30 @@ def worker_device(index: int, requested: str, gpu_count: int) -> str:
     return f"cuda:{index % gpu_count}"
 
 
+def where_trained(device: str, worker) -> dict:
+    import torch
+    return {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+            "worker": worker}
+
+
+def cell_result(cell: Cell, outcome, where: dict, checkpoint: bytes | None = None) -> CellResult:
+    result = CellResult(cell.key, {**outcome.record, **where}, checkpoint)
+    if cell.keep_predictions and outcome.final is not None:
+        result.predictions = outcome.final.predictions.numpy()
+        result.confidences = outcome.final.confidences.numpy()
+    return result
+
+
 def train_cell(cell: Cell, data: Splits, device: str, worker=0, on_epoch=None) -> CellResult:
     """Train one cell with normlab's training loop; the record says where it ran (from its
     first epoch on, so a run killed after its last epoch has the record of one that was not)."""
-    import torch
     from .config import TrainConfig
     from .train import resolve_device, train_run
     from .variants import Variant
 
     cfg = TrainConfig(**cell.cfg)
     variant = Variant.parse(cell.variant)
-    where = {"device": device, "host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
-             "worker": worker}
+    where = where_trained(device, worker)
     if cell.checkpoint is not None:
         outcome = train_run(variant, cell.seed, cfg, data.train, data.test, resolve_device(device), checkpoint=Path(cell.checkpoint),
                             label=cell.label, on_epoch=on_epoch and (lambda record: on_epoch({**record, **where})), val=data.val)
@@ -135,11 +147,44 @@ def train_cell(cell: Cell, data: Splits, device: str, worker=0, on_epoch=None) -
             outcome = train_run(variant, cell.seed, cfg, data.train, data.test, resolve_device(device),
                                 checkpoint=path, label=cell.label, val=data.val)
             saved = path.read_bytes() if path.exists() else None
-    result = CellResult(cell.key, {**outcome.record, **where}, saved)
-    if cell.keep_predictions and outcome.final is not None:
-        result.predictions = outcome.final.predictions.numpy()
-        result.confidences = outcome.final.confidences.numpy()
-    return result
+    return cell_result(cell, outcome, where, saved)
+
+
+def stack_groups(cells: list[Cell], device: str) -> list[list[Cell]]:
+    """Cells that differ only in their seed, grouped as stacked.plan_stacks says pays on this
+    device (several seeds trained as one grouped network); a group of one trains alone."""
+    import torch
+    from .stacked import plan_stacks
+    from .variants import Variant
+    alike: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        same = (cell.variant, cell.checkpoint is None, sorted((k, repr(v)) for k, v in cell.cfg.items() if k != "seed"))
+        alike.setdefault(repr(same), []).append(cell)
+    groups = []
+    for members in alike.values():
+        by_seed = {c.seed: c for c in members}
+        plan = plan_stacks(Variant.parse(members[0].variant), members[0].cfg["batch_size"], list(by_seed),
+                           torch.device(device)) if members[0].checkpoint is not None else [[c.seed] for c in members]
+        groups += [[by_seed[seed] for seed in seeds] for seeds in plan]
+    return groups
+
+
+def train_cells(group: list[Cell], data: Splits, device: str, on_epoch=None) -> list[CellResult]:
+    """One cell with train_cell, or several seeds of one configuration as one stacked network
+    (stacked.train_stack: the same numbers as one at a time, per-seed records and checkpoints)."""
+    report = lambda cell: (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
+    if len(group) == 1:
+        return [train_cell(group[0], data, device, 0, report(group[0]))]
+    import torch
+    from .config import TrainConfig
+    from .stacked import train_stack
+    from .variants import Variant
+    where = where_trained(device, 0)
+    by_seed = {cell.seed: cell for cell in group}
+    outcomes = train_stack(Variant.parse(group[0].variant), list(by_seed), TrainConfig(**group[0].cfg), data.train,
+                           data.test, torch.device(device), [Path(c.checkpoint) for c in group],
+                           on_epoch and (lambda record: report(by_seed[record["seed"]])({**record, **where})), val=data.val)
+    return [cell_result(cell, outcome, where) for cell, outcome in zip(group, outcomes)]
 
 
 # ---- local ----------------------------------------------------------------------------------
@@ -221,10 +266,9 @@ class LocalExecutor:
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                for cell in cells:
-                    report = (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
-                    result = train_cell(cell, data, device, 0, report)
-                    on_result(result)
+                for group in stack_groups(cells, device):
+                    for result in train_cells(group, data, device, on_epoch):
+                        on_result(result)
             finally:
                 torch.set_num_threads(before)
             return
