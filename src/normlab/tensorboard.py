@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
+from .storage import own_folder
 from .variants import Variant
 
 FOLDER = "tensorboard"
@@ -33,17 +34,29 @@ def tag(name: str) -> str:
 
 
 class EventLog:
-    """One SummaryWriter per run key, opened on first use; ``epoch(key, record)`` logs one epoch."""
+    """One SummaryWriter per run key, opened on first use; ``epoch(key, record)`` logs one epoch,
+    ``epochs(key, epochs)`` those of a run's epochs not logged yet (``logged``: how many a
+    resumed run's earlier process already wrote)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, logged: dict[str, int] | None = None):
         self.folder = Path(folder) / FOLDER
         self.writer_class = summary_writer()
         self.writers: dict = {}
+        self.logged = dict(logged or {})
 
     def writer(self, key: str):
         if key not in self.writers:
             self.writers[key] = self.writer_class(log_dir=str(self.folder / key))
+            # The event file is not written through storage.py: list it in the folder's manifest
+            # so that --overwrite may remove it (it removes nothing it did not write).
+            own_folder(self.folder.parent, [p.relative_to(self.folder.parent).as_posix()
+                                            for p in (self.folder / key).glob("events.out.tfevents.*")])
         return self.writers[key]
+
+    def epochs(self, key: str, epochs: list[dict]) -> None:
+        for epoch in epochs[self.logged.get(key, 0):]:
+            self.epoch(key, epoch)
+        self.logged[key] = len(epochs)
 
     def epoch(self, key: str, epoch: dict) -> None:
         writer = self.writer(key)
