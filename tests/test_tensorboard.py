@@ -1,0 +1,53 @@
+"""--tensorboard: event files that TensorBoard's own reader reads back, matching results.json."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from normlab.tensorboard import write_events  # noqa: E402
+
+
+def epochs(n, offset=0.0):
+    return [{"epoch": e, "train_loss": 1.0 / e + offset, "train_acc": 50.0 + e, "val_loss": 1.1 / e, "val_acc": 49.0 + e,
+             "test_loss": 1.2 / e, "test_acc": 48.0 + e, "lr": 0.1 / e, "seconds": 1.0} for e in range(1, n + 1)]
+
+
+def read(folder):
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return acc
+
+
+def test_event_files_hold_every_epoch_of_every_run(tmp_path):
+    results = {"runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "epochs": epochs(3)},
+                        {"variant": "gn:4", "seed": 2, "epochs": epochs(2, offset=0.5)}]}
+    root = write_events(tmp_path, results)
+    bn, gn = read(root / "bn-seed1"), read(root / "gn4-seed2")
+    assert set(bn.Tags()["scalars"]) == {"loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val",
+                                         "accuracy/test", "lr"}
+    assert [(s.step, round(s.value, 5)) for s in bn.Scalars("accuracy/test")] == [(1, 49.0), (2, 50.0), (3, 51.0)]
+    assert [round(s.value, 5) for s in gn.Scalars("loss/train")] == [1.5, 1.0]
+
+
+def test_rewriting_replaces_the_old_events_and_keeps_other_files(tmp_path):
+    results = {"runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "epochs": epochs(3)}]}
+    root = write_events(tmp_path, results)
+    mine = root / "bn-seed1" / "notes.txt"
+    mine.write_text("mine")
+    results["runs"][0]["epochs"] = epochs(1)
+    write_events(tmp_path, results)
+    assert [s.step for s in read(root / "bn-seed1").Scalars("loss/test")] == [1]
+    assert mine.read_text() == "mine"
+
+
+def test_figures_are_images(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(2, 1))
+    fig.savefig(tmp_path / "curves.png")
+    root = write_events(tmp_path, {"runs": []}, {"curves": tmp_path / "curves.png"})
+    assert read(root / "figures").Tags()["images"] == ["curves"]
