@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from conftest import make_idx_dataset, run_cli  # noqa: E402
 from normlab.tensorboard import write_events  # noqa: E402
 
 
@@ -23,7 +26,7 @@ def read(folder):
 
 def test_event_files_hold_every_epoch_of_every_run(tmp_path):
     results = {"runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "epochs": epochs(3)},
-                        {"variant": "gn:4", "seed": 2, "epochs": epochs(2, offset=0.5)}]}
+                        {"key": "gn4-seed2", "variant": "gn:4", "seed": 2, "epochs": epochs(2, offset=0.5)}]}
     root = write_events(tmp_path, results)
     bn, gn = read(root / "bn-seed1"), read(root / "gn4-seed2")
     assert set(bn.Tags()["scalars"]) == {"loss/train", "loss/val", "loss/test", "accuracy/train", "accuracy/val",
@@ -43,11 +46,20 @@ def test_rewriting_replaces_the_old_events_and_keeps_other_files(tmp_path):
     assert mine.read_text() == "mine"
 
 
-def test_figures_are_images(tmp_path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig = plt.figure(figsize=(2, 1))
-    fig.savefig(tmp_path / "curves.png")
-    root = write_events(tmp_path, {"runs": []}, {"curves": tmp_path / "curves.png"})
-    assert read(root / "figures").Tags()["images"] == ["curves"]
+def test_a_run_with_tensorboard_logs_every_epoch_and_its_figures(tmp_path):
+    data = make_idx_dataset(tmp_path / "mnist", n_train=256, n_test=64)
+    out = tmp_path / "run"
+    args = ["train", "--norm", "gn:2", "--dataset", "mnist", "--epochs", "2", "--batch-size", "32",
+            "--data-dir", data, "--out", out, "--tensorboard"]
+    assert run_cli(*args) == 0
+    results = json.loads((out / "results.json").read_text())
+    run = read(out / "tensorboard" / "gn2-seed1")
+    assert [round(s.value, 3) for s in run.Scalars("accuracy/val")] == [round(e["val_acc"], 3) for e in results["runs"][0]["epochs"]]
+    assert "curves" in read(out / "tensorboard" / "figures").Tags()["images"]
+    manifest = json.loads((out / ".normlab-manifest.json").read_text())
+    events = [p.relative_to(out).as_posix() for p in (out / "tensorboard").rglob("events.out.tfevents.*")]
+    assert events and set(events) <= set(manifest)          # --overwrite may remove them, and only them
+    (out / "tensorboard" / "mine.txt").write_text("mine")
+    assert run_cli(*args, "--overwrite") == 0
+    assert (out / "tensorboard" / "mine.txt").read_text() == "mine"
+    assert len(read(out / "tensorboard" / "gn2-seed1").Scalars("accuracy/val")) == 2

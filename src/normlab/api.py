@@ -17,7 +17,8 @@ from .errors import UserError
 
 
 def experiment(norms, out=None, over: dict | None = None, lr_scaling: str = "none", data_dir=None,
-               resume: bool = False, overwrite: bool = False, executor=None, workers: int = 1, **options):
+               resume: bool = False, overwrite: bool = False, executor=None, workers: int = 1,
+               tensorboard: bool = False, **options):
     """The Experiment these arguments describe (nothing is read or written)."""
     from .engine import Experiment, default_out
     from .executors import make_executor
@@ -31,13 +32,18 @@ def experiment(norms, out=None, over: dict | None = None, lr_scaling: str = "non
     executor = executor or make_executor("local", workers, cfg.device)
     out = Path(out) if out else default_out(cfg.dataset, sweep=bool(axes))
     return Experiment(variants, cfg, out, axes, lr_scaling, None if data_dir is None else str(data_dir),
-                      resume, overwrite, executor)
+                      resume, overwrite, executor, tensorboard)
 
 
 def write_any_report(out: Path, test=None, data_dir=None, log=print) -> list[Path]:
     """The report of any run folder (a comparison's or a sweep's), saying what it draws."""
     from .report.build import write_report
-    return write_report(out, data_dir, test, log=log)
+    written = write_report(out, data_dir, test, log=log)
+    if (Path(out) / "tensorboard").is_dir():       # a run trained with --tensorboard: its events follow
+        from .runs import read_results
+        from .tensorboard import write_events
+        written.append(write_events(out, read_results(out)))
+    return written
 
 
 def run(exp, log=print):

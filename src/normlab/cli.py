@@ -72,6 +72,8 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
     o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out: finished runs are skipped, unfinished ones go on from their last epoch")
     o.add_argument("--overwrite", action="store_true", help="replace a run already in --out (removes only files normlab wrote there)")
+    o.add_argument("--tensorboard", action="store_true", help="also write every epoch (and the figures) as TensorBoard "
+                                                              "events in OUT/tensorboard (pip install tensorboard)")
 
 
 def config_options(args) -> dict:
@@ -138,7 +140,8 @@ def run_training(args, norms, over: dict | None = None, lr_scaling: str = "none"
     from .executors import make_executor
     executor = make_executor(args.executor, args.workers, options.get("device", "auto"), args.ray_address,
                              args.cpus_per_cell, args.gpus_per_cell, args.max_retries, args.threads)
-    exp = experiment(norms, args.out, over, lr_scaling, args.data_dir, args.resume, args.overwrite, executor, **options)
+    exp = experiment(norms, args.out, over, lr_scaling, args.data_dir, args.resume, args.overwrite, executor,
+                     tensorboard=args.tensorboard, **options)
 
     def job():
         from .api import run

@@ -36,6 +36,7 @@ from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
+from .tensorboard import EventLog, summary_writer
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
                       read_manifest, remove_leftovers, remove_written, unlock_folder, write_json)
 from .checkpoints import read_checkpoint
@@ -74,6 +75,7 @@ class Experiment:
     resume: bool = False
     overwrite: bool = False
     executor: object = field(default_factory=LocalExecutor)
+    tensorboard: bool = False          # also write each epoch as TensorBoard events (normlab.tensorboard)
 
     def scaled(self) -> bool:
         return self.lr_scaling == "linear" and "batch_size" in self.axes and "lr" not in self.axes
@@ -122,6 +124,8 @@ def check_experiment(exp: Experiment) -> None:
     for variant in exp.variants:
         build_model(variant, exp.cfg.dataset, model=exp.cfg.model)  # refuses a group count that does not divide the widths
     check_sizes(exp, train_size)
+    if exp.tensorboard:
+        summary_writer()                       # refuses --tensorboard without the package, before any write
 
 
 def check_sizes(exp: Experiment, train_size: int) -> None:
@@ -299,9 +303,16 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     started = time.perf_counter()
     finished = []
 
+    events = EventLog(exp.out, {r["key"]: len(r["epochs"]) for r in results["runs"]}) if exp.tensorboard else None
+
+    def save() -> None:
+        save_results(exp.out, results)
+        for run in results["runs"] if events else ():
+            events.epochs(run["key"], run["epochs"])
+
     def on_epoch(key: str, record: dict) -> None:
         results["runs"][index[key]] = {**results["runs"][index[key]], **record}
-        save_results(exp.out, results)
+        save()
 
     def on_result(result: CellResult) -> None:
         i = index[result.key]
@@ -317,7 +328,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
                 torch.as_tensor(result.predictions.copy()), torch.as_tensor(result.confidences.copy()), test.labels)
             order = [misclassified_key(str(s.variant), s.axes) for s in specs if s.seed == first_seed]
             write_json(exp.out / MISCLASSIFIED, {k: misclassified[k] for k in order if k in misclassified})
-        save_results(exp.out, results)
+        save()
         finished.append(time.perf_counter() - started)
         left = len(todo) - len(finished)
         eta = f", about {finished[-1] / len(finished) * left:.0f} s left" if left else ""
@@ -334,6 +345,9 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     try:
         if then is not None:
             then(exp.out, test)
+        if events:
+            events.figures(exp.out)
+            events.close()
     finally:
         unlock_folder(exp.out)
     return results

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .errors import UserError
 from .storage import own_folder
-from .variants import Variant
 
 FOLDER = "tensorboard"
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
@@ -71,23 +70,25 @@ class EventLog:
         image = imread(png)[..., :3]               # RGBA -> RGB, floats in [0, 1]
         self.writer(key).add_image(name, np.ascontiguousarray(image), dataformats="HWC")
 
+    def figures(self, folder: Path) -> None:
+        """The run folder's finished figures, as images of a "figures" run."""
+        for png in sorted(Path(folder).glob("*.png")):
+            self.figure("figures", png.stem, png)
+
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
         self.writers.clear()
 
 
-def write_events(folder: Path, results: dict, figures: dict[str, Path] | None = None) -> Path:
-    """Every run's epochs of ``results`` (and ``figures``: {name: png}) as event files under
+def write_events(folder: Path, results: dict) -> Path:
+    """Every run's epochs of ``results`` and the folder's figures as event files under
     ``folder``/tensorboard, replacing the event files normlab wrote there before."""
     log = EventLog(folder)
     for old in log.folder.glob("*/events.out.tfevents.*"):
         old.unlink()                                # only TensorBoard's own file names, in our folder
     for run in results["runs"]:
-        key = run.get("key") or f"{Variant.parse(run['variant']).slug}-seed{run['seed']}"
-        for epoch in run.get("epochs", []):
-            log.epoch(key, epoch)
-    for name, png in (figures or {}).items():
-        log.figure("figures", name, png)
+        log.epochs(run["key"], run["epochs"])
+    log.figures(folder)
     log.close()
     return log.folder
