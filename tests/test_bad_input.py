@@ -194,7 +194,7 @@ CASES = {
     "zero batch size": option_case("--batch-size", "0", words=["--batch-size 0 must be at least 1"]),
     "negative batch size": option_case("--batch-size", "-4", words=["--batch-size -4 must be at least 1"]),
     "batch larger than the data": folder_case(lambda r, t: t / "new", "--batch-size", "1000", resume=False,
-                                              words=["batch size 1000 exceeds the 256 training images", "--batch-size 256"]),
+                                              words=["batch size 1000 exceeds the 230 training images", "--batch-size 230"]),
     "batch 1 with bn": option_case("--batch-size", "1", words=["batch size 1 with bn", "gn, ln, in"]),
     "zero lr": option_case("--lr", "0", words=["--lr 0.0 must be a positive number"]),
     "negative lr": option_case("--lr", "-1", words=["--lr -1.0 must be a positive number"]),
@@ -236,8 +236,8 @@ CASES = {
     "results: a list where an object belongs": folder_case(edit_results(lambda r: r.update(config=[])), words=["no 'dataset' or 'config'"]),
     "results: an epoch without numbers": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(test_acc="93")), words=["an epoch without its losses"]),
     "results: a key that is a path": folder_case(edit_results(lambda r: r["runs"][0].update(key="../../x")), words=["runs[0] has no valid 'key'"]),
-    "results: a FIFO": folder_case(replace_results(lambda path: os.mkfifo(path)), words=["results.json is not a regular file"]),
-    "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is not a regular file"]),
+    "results: a FIFO": folder_case(replace_results(lambda path: os.mkfifo(path)), words=["results.json is a named pipe, not a data file"]),
+    "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is a character device, not a data file"]),
     "results: huge": folder_case(replace_results(lambda path: path.write_bytes(b" " * (65 * 2**20))), words=["results.json is larger than 64 MiB"]),
     "misclassified: wrong types": folder_case(write("misclassified.json", b'{"bn": [{"index": "7"}]}'), words=["is not a normlab misclassified file"]),
     "misclassified: an index past the test set": folder_case(write("misclassified.json", b'{"bn": [{"index": 64, "true": 1, "pred": 2}]}'), words=["within the test set"]),
@@ -282,7 +282,7 @@ def test_resume_with_data_of_another_size_is_refused(finished_run, tmp_path, cap
     before = snapshot(run)
     assert run_cli(*BASE, "--data-dir", other, "--out", run, "--resume") == 2
     err = capsys.readouterr().err.strip()
-    assert "was run on other data (256 training and 64 test images" in err and "this data has 320 and 64" in err
+    assert "was run on other data (230 training and 64 test images" in err and "this data has 288 and 64" in err
     assert "\n" not in err
     assert snapshot(run) == before
 
@@ -300,7 +300,7 @@ def test_resume_on_other_data_of_the_same_size_is_refused(command, tmp_path, cap
     capsys.readouterr()
     assert run_cli(*args, "--data-dir", other, "--resume") == 2
     err = capsys.readouterr().err.strip()
-    assert "was run on other data (64 training and 32 test images" in err and "this data has 64 and 32" in err
+    assert "was run on other data (58 training and 32 test images" in err and "this data has 58 and 32" in err
     assert "\n" not in err and snapshot(out) == before
 
 
@@ -309,7 +309,7 @@ def test_an_empty_test_set_is_one_line(tmp_path, capsys):
     assert run_cli("train", "--norm", "gn:2", "--dataset", "mnist", "--epochs", "1", "--data-dir", data,
                    "--out", tmp_path / "run") == 2
     err = capsys.readouterr().err.strip()
-    assert "the test set of mnist is empty" in err and "\n" not in err and not (tmp_path / "run").exists()
+    assert "the test set of MNIST in" in err and "holds no images" in err and "\n" not in err and not (tmp_path / "run").exists()
 
 
 @pytest.fixture

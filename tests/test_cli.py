@@ -31,9 +31,9 @@ def test_compare_writes_the_run_folder(run_dir, fashion_dir):
         assert run["status"] == "done" and run["seed"] == 1 and 0 < run["params"] < 20_000
         assert [e["epoch"] for e in run["epochs"]] == [1, 2]
         assert set(run["epochs"][0]) >= {"train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
-        assert run["final"]["best_test_acc"] >= run["final"]["test_acc"]
+        assert run["final"]["chosen_by"] == "val_acc" and "best_test_acc" not in run["final"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert len(rows) == 2 * 2 * 2 and rows[0].keys() == {"variant", "seed", "epoch", "split", "loss", "accuracy"}
+    assert len(rows) == 2 * 2 * 3 and {r["split"] for r in rows} == {"train", "val", "test"} and rows[0].keys() == {"variant", "seed", "epoch", "split", "loss", "accuracy"}
     assert (run_dir / "metrics.csv").read_text() == metrics_csv(results)
     for name in ("bn-seed1.pt", "gn2-seed1.pt"):
         state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
@@ -114,7 +114,7 @@ def test_compare_takes_the_limits_and_the_library_returns_the_run(fashion_dir, t
     assert first.startswith("normlab: 1 run (1 variant x 1 seed) of fashion-mnist, 1 epoch each, into ")
     run = normlab.train(norm="gn:2", epochs=1, train_limit=64, test_limit=32, batch_size=16, data_dir=fashion_dir,
                         out=tmp_path / "lib")
-    assert isinstance(run, normlab.runs.Run) and run.config["train_size"] == 64 and run.config["test_size"] == 32
+    assert isinstance(run, normlab.runs.Run) and run.config["train_size"] == 58 and run.config["val_size"] == 6 and run.config["test_size"] == 32
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert cli["runs"][0]["final"] == run.runs[0]["final"], "the command line and the library train the same run"
     swept = normlab.sweep(over={"lr": [0.05, 0.1]}, norms="gn:2", seeds=1, epochs=1, train_limit=64, test_limit=32,

@@ -169,8 +169,8 @@ def test_overwrite_refuses_a_folder_of_the_users_and_deletes_nothing(data, tmp_p
     (out / "checkpoints").mkdir(parents=True)
     (out / "photo.png").write_text("x")
     (out / "checkpoints" / "my.pt").write_text("w")
-    assert run_cli("train", "--norm", "ln", "--epochs", "1", "--dataset", "mnist", "--data-dir", data, "--out", out,
-                   "--overwrite") == 2
+    assert run_cli("train", "--norm", "ln", "--epochs", "1", "--dataset", "mnist", "--batch-size", "32", "--data-dir", data,
+                   "--out", out, "--overwrite") == 2
     err = capsys.readouterr().err.strip()
     assert "--overwrite: " in err and "normlab deletes nothing else" in err and "\n" not in err, err
     assert (out / "photo.png").read_text() == "x" and (out / "checkpoints" / "my.pt").read_text() == "w"

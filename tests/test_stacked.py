@@ -4,6 +4,7 @@
 import pytest
 import torch
 
+from conftest import make_idx_dataset
 from normlab import stacked
 from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
@@ -148,3 +149,28 @@ def test_plan_stacks_keeps_every_seed_once():
                 groups = plan_stacks(Variant.parse(variant), batch, list(range(1, 12)), torch.device(device))
                 assert sorted(s for g in groups for s in g) == list(range(1, 12))
     assert plan_stacks(Variant.parse("ln-elem"), 2, [1, 2, 3], torch.device("cpu")) == [[1], [2], [3]]
+
+
+@pytest.mark.slow
+def test_compare_stacks_small_batch_seeds_and_resumes_after_kill_9(tmp_path):
+    """Through the command line: 3 seeds of bn at batch 8 train as one stacked network (the
+    records say so), every seed gets its own checkpoint and record, and a run killed mid-epoch
+    and resumed gives the numbers of the uninterrupted stacked run."""
+    from test_resume import normlab, numbers, read_results
+    data = make_idx_dataset(tmp_path / "mnist", n_train=160, n_test=48)
+    home = tmp_path / "home"
+    args = ["compare", "--dataset", "mnist", "--norms", "bn", "--seeds", "3", "--epochs", "2", "--batch-size", "8",
+            "--data-dir", data]
+    done = normlab(home, *args, "--out", tmp_path / "whole")
+    assert done.returncode == 0, done.stderr
+    whole = read_results(tmp_path / "whole")
+    assert [(r["seed"], r["stacked"], r["status"]) for r in whole["runs"]] == [(1, 3, "done"), (2, 3, "done"), (3, 3, "done")]
+    for seed in (1, 2, 3):
+        saved = torch.load(tmp_path / "whole" / "checkpoints" / f"bn-seed{seed}.pt", weights_only=True)
+        assert saved["seed"] == seed and len(saved["epochs"]) == 2
+    steps = (160 - 16) // 8                            # 16 images held out for validation
+    killed = normlab(home, *args, "--out", tmp_path / "killed", kill=(f"step:{steps + 3}", "KILL"))
+    assert killed.returncode == -9, killed.stderr
+    resumed = normlab(home, *args, "--out", tmp_path / "killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert numbers(read_results(tmp_path / "killed")["runs"]) == numbers(whole["runs"])

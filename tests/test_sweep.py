@@ -24,11 +24,10 @@ from normlab.executors import threads_per_worker, worker_device
 from normlab.cli import parse_over
 
 SIZES, NORMS, SEEDS = [4, 32], ["bn", "gn:2"], 2
+# --stack off: these tests compare executors number for number; stacked seeds round a little
+# differently in float32 (tests/test_stacked.py holds them to the same numbers in float64).
 ARGS = ["sweep", "--batch-sizes", ",".join(map(str, SIZES)), "--norms", ",".join(NORMS), "--seeds", str(SEEDS),
-        "--epochs", "1"]
-# Everything in sweep.csv but the seconds each cell took.
-NUMBERS = ["batch_size", "variant", "lr", "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
-           "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max"]
+        "--epochs", "1", "--stack", "off"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,8 @@ def swept(data, tmp_path_factory):
 
 
 def table(folder: Path) -> list[dict]:
-    return [{k: row[k] for k in NUMBERS} for row in csv.DictReader((folder / "sweep.csv").open())]
+    """Everything in sweep.csv but the seconds each cell took."""
+    return [{k: v for k, v in row.items() if k != "seconds_mean"} for row in csv.DictReader((folder / "sweep.csv").open())]
 
 
 def test_sweep_trains_every_cell_with_the_stated_lr(swept):
@@ -198,7 +198,7 @@ def test_local_workers_share_gpus_round_robin():
     (["--batch-sizes", "0,8"], "--batch-size 0 must be at least 1"),
     (["--batch-sizes", "8,8"], "--over batch_size lists a value twice"),
     (["--batch-sizes", "1,8", "--norms", "gn:2,bn"], "batch size 1 with bn: BatchNorm needs at least 2 samples"),
-    (["--batch-sizes", "2,512"], "batch size 512 exceeds the 256 training images"),
+    (["--batch-sizes", "2,512"], "batch size 512 exceeds the 230 training images"),
     (["--over", "lr=0.1,-1"], "--lr -1.0 must be a positive number"),
     (["--over", "seed=1,2"], "--over seed: not an axis"),
     (["--over", "colour=1,2"], "'colour' is not a training option"),
@@ -247,7 +247,10 @@ def test_a_comparison_is_not_resumed_as_a_sweep(swept, data, tmp_path, capsys):
 def test_compare_with_two_workers_matches_one_after_another(data, tmp_path):
     """`compare --workers 2` trains (variant, seed) runs in two processes: the same runs, the
     same numbers, the same misclassified images and report as training them in turn."""
-    args = ["compare", "--norms", "bn,gn:2", "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--data-dir", data]
+    # --stack off: stacked seeds round a little differently in float32 (tests/test_stacked.py
+    # holds them to the same numbers in float64); here the one process trains them one at a time.
+    args = ["compare", "--norms", "bn,gn:2", "--seeds", "2", "--epochs", "1", "--batch-size", "32", "--data-dir", data,
+            "--stack", "off"]
     assert run_cli(*args, "--out", tmp_path / "one") == 0
     assert run_cli(*args, "--out", tmp_path / "two", "--workers", "2") == 0
     one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))

@@ -54,7 +54,7 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
             g.add_argument(flag, action="store_true", default=None, help=text)
         else:
             shown = "" if default is None or "default" in text else f" (default {default})"
-            g.add_argument(flag, type=whole_number if kind is int else kind, default=None, help=text + shown)
+            g.add_argument(flag, type=whole_number if kind is int else kind, default=None, help=(text + shown).replace("%", "%%"))
     p.set_defaults(config_defaults=defaults)
     g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
     g.add_argument("--quick", action="store_true", help="a first look: 2 epochs on 10,000 training and 2,000 test images")
@@ -64,6 +64,9 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
                         "with several GPUs, worker i uses GPU i mod count (default 1: one after another)")
     e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
     e.add_argument("--threads", type=whole_number, default=None, help="local: torch threads per run (default: every core with 1 worker, cores/N with N)")
+    e.add_argument("--stack", default="auto", help="local, one process: auto trains the seeds of one configuration as one "
+                                                   "stacked network where that is faster (small batches on a CPU); off: "
+                                                   "one at a time (default auto)")
     e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
     e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each run asks for (default 1)")
     e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each run asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")
@@ -139,7 +142,7 @@ def run_training(args, norms, over: dict | None = None, lr_scaling: str = "none"
         print(f"normlab {args.command}: {runs} run{'s' * (runs != 1)} into {args.out or 'runs/'}; loading PyTorch and the data ...", flush=True)
     from .executors import make_executor
     executor = make_executor(args.executor, args.workers, options.get("device", "auto"), args.ray_address,
-                             args.cpus_per_cell, args.gpus_per_cell, args.max_retries, args.threads)
+                             args.cpus_per_cell, args.gpus_per_cell, args.max_retries, args.threads, args.stack)
     exp = experiment(norms, args.out, over, lr_scaling, args.data_dir, args.resume, args.overwrite, executor,
                      tensorboard=args.tensorboard, **options)
 

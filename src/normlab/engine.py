@@ -260,7 +260,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     data = fingerprint(*(d for d in (train, val, test) if d is not None))
     if previous is not None:
         check_resumed_inputs(previous, exp, data, train, test)
-    misclassified = read_misclassified(exp.out, len(test)) if previous is not None else {}
+    misclassified = read_misclassified(exp.out, len(test), len(test.info.classes)) if previous is not None else {}
     log(plan_line(exp, specs))                 # every check passed; the first write comes next
     open_folder(exp)
     local = isinstance(exp.executor, LocalExecutor)

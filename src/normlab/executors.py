@@ -248,13 +248,15 @@ class LocalExecutor:
     workers: int = 1
     device: str = "auto"
     threads: int | None = None         # torch threads per cell; None: all cores, or cores/N with N workers
+    stack: bool = True                 # seeds of one configuration as one network where that pays (stacked.py)
     name: str = field(default="local", init=False)
 
     def threads_per_cell(self) -> int | None:
         return self.threads or (threads_per_worker(self.workers) if self.workers > 1 else None)
 
     def describe(self) -> dict:
-        return {"executor": "local", "workers": self.workers, "threads_per_worker": self.threads_per_cell()}
+        return {"executor": "local", "workers": self.workers, "threads_per_worker": self.threads_per_cell(),
+                "stack": self.stack}
 
     def run_cells(self, cells: list[Cell], data: Splits, on_result: Callable[[CellResult], None],
                   folder: Path | None = None, on_epoch: Callable[[str, dict], None] | None = None) -> None:
@@ -266,7 +268,7 @@ class LocalExecutor:
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                for group in stack_groups(cells, device):
+                for group in stack_groups(cells, device) if self.stack else [[cell] for cell in cells]:
                     for result in train_cells(group, data, device, on_epoch):
                         on_result(result)
             finally:
@@ -395,7 +397,7 @@ class RayExecutor:
 
 def make_executor(name: str, workers: int = 1, device: str = "auto", address: str | None = None,
                   cpus_per_cell: float = 1, gpus_per_cell: float | None = None, max_retries: int = 2,
-                  threads: int | None = None):
+                  threads: int | None = None, stack: str = "auto"):
     if name not in EXECUTORS:
         raise UserError(f"unknown executor {name!r}", f"choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
@@ -405,7 +407,9 @@ def make_executor(name: str, workers: int = 1, device: str = "auto", address: st
     if name == "local":
         if address is not None:
             raise UserError("--ray-address is for --executor ray", "add --executor ray, or drop --ray-address")
-        return LocalExecutor(workers, device, threads)
+        if stack not in ("auto", "off"):
+            raise UserError(f"unknown --stack {stack!r}", "choose auto or off")
+        return LocalExecutor(workers, device, threads, stack == "auto")
     if workers != 1:
         raise UserError("--workers is for --executor local; Ray runs as many cells at once as the cluster has room for",
                         "drop --workers (use --cpus-per-cell to size each cell)")

@@ -131,14 +131,14 @@ def results_problem(results) -> str | None:
     return None
 
 
-def misclassified_problem(value, test_size: int | None = None) -> str | None:
+def misclassified_problem(value, test_size: int | None = None, classes: int | None = None) -> str | None:
     if not isinstance(value, dict):
         return "not a JSON object"
-    top = {"index": test_size or float("inf"), "true": 1000, "pred": 1000}
+    top = {"index": test_size or float("inf"), "true": classes or 1000, "pred": classes or 1000}
     for name, items in value.items():
         if not isinstance(items, list) or not all(
                 isinstance(m, dict) and all(whole(m.get(k)) and 0 <= m[k] < top[k] for k in top)
-                and number(m.get("confidence", 0)) for m in items):
+                and number(m.get("confidence")) and 0 <= m["confidence"] <= 1 for m in items):
             return f"{name!r} is not a list of {{index, true, pred, confidence}} within the test set"
     return None
 
@@ -152,12 +152,12 @@ def read_results(folder: Path) -> dict:
     return results
 
 
-def read_misclassified(folder: Path, test_size: int | None = None) -> dict:
+def read_misclassified(folder: Path, test_size: int | None = None, classes: int | None = None) -> dict:
     path = Path(folder) / MISCLASSIFIED
     if not path.exists():
         return {}
     value = read_json(path)
-    problem = misclassified_problem(value, test_size)
+    problem = misclassified_problem(value, test_size, classes)
     if problem:
         raise UserError(f"{path} is not a normlab misclassified file ({problem})",
                         "delete it; `normlab report` recomputes it from the checkpoints")
@@ -181,7 +181,7 @@ class Run:
 
     @property
     def misclassified(self) -> dict:
-        return read_misclassified(self.folder, self.config.get("test_size"))
+        return read_misclassified(self.folder, self.config.get("test_size"), len(dataset_info(self.dataset).classes))
 
     @property
     def figures(self) -> dict[str, Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .catalog import DatasetInfo
+from .info import DatasetInfo, cache_dir
 from ..storage import open_regular
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -263,7 +263,6 @@ def read_folder(folder: Path) -> Arrays:
 
 def cache_path(folder: Path, files: list[Path]) -> Path:
     """<folder name>-<hash of its path>-<hash of its files' paths, sizes and mtimes>.npz"""
-    from .sources import cache_dir
     digest = hashlib.sha256(CACHE_VERSION.encode())
     for path in files:
         stat = path.stat()

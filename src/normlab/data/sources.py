@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from .info import cache_dir
 from .catalog import CIFAR_ARCHIVE, CIFAR_FILES, CIFAR_FOLDER, DATASETS, IDX_FILES, DatasetInfo
 from .formats import MAX_CIFAR_BATCH_BYTES, read_idx
 
@@ -30,11 +31,6 @@ DOWNLOAD_TIMEOUT_S = 30
 # The largest official file, cifar-10-python.tar.gz, is 163 MB: a mirror that sends more (or
 # never stops) is cut off before it fills the disk.
 MAX_DOWNLOAD_BYTES = 512 << 20
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "normlab"
 
 
 @dataclass
