@@ -28,10 +28,11 @@ from normlab.variants import Variant
 
 # knob -> value, one change from "baseline": the recipe before docs/recipe.md (PyTorch's default
 # init, SGD + Nesterov, one-cycle to 0.1 with 25% warm-up, weight decay 5e-4 on every kernel).
-# "kaiming" is the recipe train.py now uses; "current" runs train.py as it is.
+# "kaiming+lars-0.1" is the recipe train.py now uses; "current" runs train.py as it is.
 RECIPES = {
     "baseline": {},
     "current": {"init": "current"},
+    "current+momentum-0.9": {"init": "current", "momentum": 0.9},
     "zero-head": {"init": "zero-head"},
     "kaiming": {"init": "kaiming"},
     "kaiming+zero-head": {"init": "kaiming+zero-head"},
@@ -66,8 +67,13 @@ RECIPES = {
     "kaiming+lr-0.03": {"init": "kaiming", "lr": 0.03},
     "kaiming+wd-5e-3": {"init": "kaiming", "weight_decay": 5e-3},
     "kaiming+wd-0": {"init": "kaiming", "weight_decay": 0.0},
+    # OneCycleLR cycles SGD's momentum 0.95 -> 0.85 -> 0.95 by itself (cycle_momentum), whatever
+    # TrainConfig.momentum says; these hold it flat at the value named.
     "kaiming+momentum-0.8": {"init": "kaiming", "momentum": 0.8},
+    "kaiming+momentum-0.9": {"init": "kaiming", "momentum": 0.9},
     "kaiming+momentum-0.95": {"init": "kaiming", "momentum": 0.95},
+    "kaiming+clip-1": {"init": "kaiming", "clip": 1.0},               # gradient norm (all parameters) clipped to 1
+    "kaiming+clip-0.5": {"init": "kaiming", "clip": 0.5},
     "kaiming+no-nesterov": {"init": "kaiming", "nesterov": False},
     "kaiming+smooth-0.1": {"init": "kaiming", "smoothing": 0.1},
     "kaiming+head-lr-x10": {"init": "kaiming", "head_lr": 10.0},     # classifier 1x1 conv: 10x the lr
@@ -77,6 +83,12 @@ RECIPES = {
     "kaiming+lars-0.03": {"init": "kaiming", "lars": 0.03},
     "kaiming+lars-0.3": {"init": "kaiming", "lars": 0.3},
     "kaiming+lars-0.1+smooth-0.1": {"init": "kaiming", "lars": 0.1, "smoothing": 0.1},
+    "kaiming+lars-0.1+momentum-0.9": {"init": "kaiming", "lars": 0.1, "momentum": 0.9},
+    "kaiming+lars-0.1+head-lr-x10": {"init": "kaiming", "lars": 0.1, "head_lr": 10.0},
+    "kaiming+lars-0.1+warmup-10%": {"init": "kaiming", "lars": 0.1, "pct": 0.10},
+    "kaiming+lars-0.1+batch-64": {"init": "kaiming", "lars": 0.1, "batch_size": 64},
+    "kaiming+lars-0.1+batch-32": {"init": "kaiming", "lars": 0.1, "batch_size": 32},
+    "kaiming+lars-0.1+lr-0.2": {"init": "kaiming", "lars": 0.1, "lr": 0.2},
 }
 CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum", "batch_size")
 
@@ -123,6 +135,8 @@ def recipe(knobs: dict):
 
     def make_optimizer(model, cfg):
         optimizer = original[1](model, cfg)
+        if knobs.get("init") != "current":
+            optimizer._optimizer_step_pre_hooks.clear()    # train.py's trust ratio: only with the "lars" knob
         if "wd_normed" in knobs:
             normed = {id(p) for p in normed_kernels(model)}
             decayed = optimizer.param_groups[0]
@@ -140,6 +154,9 @@ def recipe(knobs: dict):
         if "nesterov" in knobs:
             for group in optimizer.param_groups:
                 group["nesterov"] = knobs["nesterov"]
+        if "clip" in knobs:
+            parameters = list(model.parameters())
+            optimizer.register_step_pre_hook(lambda opt, a, kw: nn.utils.clip_grad_norm_(parameters, knobs["clip"]) and None)
         if "lars" in knobs:     # layer-wise trust ratio: each kernel's step is a set fraction of its norm
             kernels = T.weights(model)
 
@@ -151,11 +168,12 @@ def recipe(knobs: dict):
         return optimizer
 
     def make_schedule(optimizer, cfg, steps_per_epoch):
-        if not {"pct", "div", "head_lr", "affine_lr"} & knobs.keys():
+        if not {"pct", "div", "head_lr", "affine_lr", "momentum"} & knobs.keys():
             return original[2](optimizer, cfg, steps_per_epoch)
         peaks = [cfg.peak_lr * g.get("lr_mult", 1.0) for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=cfg.epochs * steps_per_epoch,
-                                                   pct_start=knobs.get("pct", 0.25), div_factor=knobs.get("div", 25.0))
+                                                   pct_start=knobs.get("pct", 0.25), div_factor=knobs.get("div", 25.0),
+                                                   cycle_momentum="momentum" not in knobs)
 
     functional = T.F
     if "smoothing" in knobs:    # training loss only: evaluation runs under inference_mode, unsmoothed
@@ -200,16 +218,16 @@ def table(lines: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def figure(lines: list[dict], before: str, after: str, out: Path, epochs: int = 3) -> None:
-    """Training loss per step over the first epochs, per norm: the old recipe beside the new."""
+def figure(lines: list[dict], recipes: list[str], out: Path, epochs: int = 3) -> None:
+    """Training loss per step over the first epochs, per norm: the old recipe beside the new ones."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(recipes), figsize=(5 * len(recipes), 3.6), sharey=True)
     colors = dict(zip(("bn", "bn+l1", "ln", "gn:4"), ("tab:green", "tab:olive", "tab:blue", "tab:orange")))
-    for ax, name in zip(axes, (before, after)):
+    for ax, name in zip(axes, recipes):
         for r in lines:
-            if r["recipe"] == name and r["seed"] == 1 and r["first"] == 0 and r["count"] == 4000:
+            if r["recipe"] == name and r["seed"] == 1 and r["first"] == 0 and r["count"] == 4000 and r["epochs"] == 10:
                 n = len(r["step_loss"]) * epochs // r["epochs"]
                 ax.plot([i / (n / epochs) for i in range(1, n + 1)], r["step_loss"][:n], label=r["norm"], lw=1,
                         color=colors.get(r["norm"]))
@@ -225,7 +243,7 @@ def figure(lines: list[dict], before: str, after: str, out: Path, epochs: int = 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", nargs="*", type=Path, help="print the results table of these JSONL files and stop")
-    p.add_argument("--figure", nargs=3, metavar=("PNG", "BEFORE", "AFTER"), help="with --table's files: draw the figure")
+    p.add_argument("--figure", nargs="+", metavar="PNG RECIPE", help="with --table's files: draw the figure (PNG, then the recipes)")
     p.add_argument("--recipes", default="baseline")
     p.add_argument("--norms", default="bn,ln,gn:4,bn+l1")
     p.add_argument("--seeds", default="1")
@@ -239,7 +257,7 @@ def main() -> None:
     if args.table is not None:
         lines = read_lines(args.table)
         if args.figure:
-            return figure(lines, args.figure[1], args.figure[2], Path(args.figure[0]))
+            return figure(lines, args.figure[1:], Path(args.figure[0]))
         return print(table(lines))
     torch.set_num_threads(args.threads)
     full_train, test = load_splits("fashion-mnist")

@@ -157,3 +157,22 @@ def test_recipe_note_says_when_a_ranking_rests_on_unequal_settings():
     assert "tuned for ln only" in one and "favours" in one
     both = recipe_note(same, tuned={"bn": "lr 0.1 chosen", "ln": "lr 0.02 chosen"})
     assert "same search" in both and "ln: lr 0.02 chosen" in both
+
+
+def test_every_kernel_moves_by_the_same_fraction_of_its_norm():
+    """The trust ratio: with plain SGD (no momentum, no decay) one step moves each kernel by
+    lr * TRUST of its norm, whatever its gradient's size; biases and norm scales take raw steps."""
+    from normlab.train import TRUST, make_optimizer
+    torch.manual_seed(0)
+    model = build_model("gn:4", "fashion-mnist")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = make_optimizer(model, small_config(lr=0.05, momentum=0.0, weight_decay=0.0))
+    F.cross_entropy(model(torch.randn(16, 1, 28, 28)), torch.randint(0, 10, (16,))).backward()
+    raw = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    optimizer.step()
+    for name, p in model.named_parameters():
+        moved = (p.detach() - before[name]).norm().item()
+        if p.ndim > 1:
+            assert abs(moved / before[name].norm().item() - 0.05 * TRUST) < 1e-5, name
+        else:
+            assert abs(moved - 0.05 * raw[name].norm().item()) < 1e-6, name

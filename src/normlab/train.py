@@ -108,9 +108,35 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     ]
     # foreach: one multi-tensor kernel per update instead of one per parameter; PyTorch picks it
     # by itself only on CUDA, and on this CPU it cuts the SGD step from 0.89 to 0.24 ms.
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
-    return torch.optim.AdamW(groups, lr=cfg.peak_lr, foreach=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.peak_lr, foreach=True)
+    sgd = torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
+    sgd.register_step_pre_hook(trust_ratio(groups[0]["params"]))
+    return sgd
+
+
+# Every kernel's gradient is rescaled to TRUST times the kernel's norm before the SGD step (a
+# LARS-style layer-wise trust ratio): the lr then sets each layer's step relative to its size,
+# the same for the first block as for the last. With raw gradients an ln net's last blocks moved
+# 4x faster than its first (relative to their size) and broke down near the one-cycle peak: at 20
+# epochs on 3,600 Fashion-MNIST images ln fell to chance at epoch 8 and ended at 51.9% (bn 85.9%);
+# with the trust ratio it ends at 85.6%. At 10 epochs, test accuracy on the first 2,000 test images
+# (docs/recipe.md), He init without -> with: seed 1 ln 75.1 -> 78.0, gn:4 78.3 -> 81.0,
+# bn 84.3 -> 84.3, bn+l1 83.2 -> 85.6; seed 2 and images 20,000-24,000 gain 1-8 points for every
+# norm. TRUST 0.03 and 0.3 gave ln 76.6 and 77.4 (seed 1).
+TRUST = 0.1
+
+
+def trust_ratio(kernels: list[nn.Parameter]):
+    """The SGD step pre-hook that rescales each kernel's gradient to TRUST * |kernel|."""
+    @torch.no_grad()
+    def rescale(optimizer, args, kwargs) -> None:
+        moving = [w for w in kernels if w.grad is not None]
+        if moving:
+            grads = [w.grad for w in moving]
+            ratios = [TRUST * w / (g + 1e-12) for w, g in zip(torch._foreach_norm(moving), torch._foreach_norm(grads))]
+            torch._foreach_mul_(grads, ratios)
+    return rescale
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -306,8 +332,8 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
         bad = next((name for name, r in results.items() if not math.isfinite(r.loss)), None)
         if results and bad is None:
             entry = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4)}
-            for name, r in results.items():
-                entry.update({f"{name}_loss": round(r.loss, 6), f"{name}_acc": round(r.accuracy, 4)})
+            for split, r in results.items():   # not `name`: that is the run's label on the progress bar
+                entry.update({f"{split}_loss": round(r.loss, 6), f"{split}_acc": round(r.accuracy, 4)})
             state.epochs.append({**entry, "lr": training.lr, "seconds": round(time.perf_counter() - started, 3)})
             if epoch == cfg.epochs:
                 state.status = "done"
