@@ -154,7 +154,7 @@ class StackedTraining:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.models = [m.to(memory_format=torch.channels_last) for m in self.models]
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizer = make_optimizer(self.model, cfg, models=len(seeds))
         self.schedule = make_schedule(self.optimizer, cfg, steps_per_epoch)
         self.l1_weights = weights(self.model) if variant.l1 else []
 

@@ -100,7 +100,9 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch.optim.Optimizer:
+    """``models``: how many models each parameter holds along dim 0 (stacked.py trains K as one);
+    the trust ratio below is then each model's own."""
     kernel_ids = {id(p) for p in weights(model)}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in kernel_ids], "weight_decay": cfg.weight_decay},
@@ -111,7 +113,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.peak_lr, foreach=True)
     sgd = torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
-    sgd.register_step_pre_hook(trust_ratio(groups[0]["params"]))
+    sgd.register_step_pre_hook(trust_ratio(groups[0]["params"], models))
     return sgd
 
 
@@ -127,15 +129,22 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 TRUST = 0.1
 
 
-def trust_ratio(kernels: list[nn.Parameter]):
-    """The SGD step pre-hook that rescales each kernel's gradient to TRUST * |kernel|."""
+def trust_ratio(kernels: list[nn.Parameter], models: int = 1):
+    """The SGD step pre-hook that rescales each kernel's gradient to TRUST * |kernel| (with
+    ``models`` > 1, each model's slice of a stacked kernel by its own norms)."""
     @torch.no_grad()
     def rescale(optimizer, args, kwargs) -> None:
         moving = [w for w in kernels if w.grad is not None]
-        if moving:
-            grads = [w.grad for w in moving]
+        if not moving:
+            return
+        grads = [w.grad for w in moving]
+        if models == 1:
             ratios = [TRUST * w / (g + 1e-12) for w, g in zip(torch._foreach_norm(moving), torch._foreach_norm(grads))]
             torch._foreach_mul_(grads, ratios)
+            return
+        for w, g in zip(moving, grads):       # model k's slice is [k * n / models, (k + 1) * n / models) of dim 0
+            ratio = TRUST * w.reshape(models, -1).norm(dim=1) / (g.reshape(models, -1).norm(dim=1) + 1e-12)
+            g.mul_(ratio.repeat_interleave(len(g) // models).view(-1, *[1] * (g.ndim - 1)))
     return rescale
 
 
