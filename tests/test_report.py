@@ -361,10 +361,8 @@ def test_notebook_runs_end_to_end(trained, tmp_path, monkeypatch):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     used = set(re.findall(r"\bnormlab\.(\w+)", code)) | {n.strip() for names in re.findall(r"from normlab import ([\w, ]+)", code)
                                                          for n in names.split(",")}
-    assert used and used <= set(normlab.__all__) | {"compare"}, used - set(normlab.__all__)
+    assert used and used <= set(normlab.__all__), used - set(normlab.__all__)
     assert "from normlab." not in code and "import normlab." not in code, "the notebook uses only the public API"
-    if "compare" not in normlab.__all__:
-        pytest.skip("normlab.compare comes with the engine branch; the notebook calls it")
     saved = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in saved), "the notebook is committed with its outputs"
     out = tmp_path / "nb-run"
