@@ -126,7 +126,7 @@ def results_problem(results) -> str | None:
         for e in run["epochs"]:
             if not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS):
                 return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
-        if not all(number(v) for v in run.get("final", {}).values()):
+        if not all(number(v) or (k == "chosen_by" and isinstance(v, str)) for k, v in run.get("final", {}).items()):
             return f"runs[{i}] ({run['variant']}) has a 'final' entry that is not a number"
     return None
 
