@@ -15,27 +15,17 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import make_idx_dataset, run_cli, write_idx
+from conftest import run_cli, write_idx
 from normlab.engine import LR_GRID, Experiment
 from normlab.config import TrainConfig
 from normlab.variants import Variant
-from test_resume import normlab, numbers
+from test_resume import data, home, normlab, numbers   # noqa: F401 (fixtures: 256 training, 128 test images)
 
 # 230 training images after the 10% validation split: 7 steps of 32 per epoch. 3 epochs: the
 # search runs 1 epoch per lr (5 lrs x 2 variants: 70 steps), the real runs 2 x 3 epochs (42 steps).
 STEPS = 7
 ARGS = ["compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "3", "--batch-size", "32", "--lr", "auto",
         "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_idx_dataset(tmp_path_factory.mktemp("data") / "mnist", n_train=256, n_test=128)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
 
 
 @pytest.fixture(scope="module")

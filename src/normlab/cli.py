@@ -54,6 +54,7 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
             g.add_argument(flag, action="store_true", default=None, help=text)
         else:
             shown = "" if default is None or "default" in text else f" (default {default})"
+            text = text.replace("%", "%%")      # argparse formats help with %: "10%" would break --help
             g.add_argument(flag, type=whole_number if kind is int else kind, default=None, help=text + shown)
     p.set_defaults(config_defaults=defaults)
     g.add_argument("--data-dir", default=None, help="folder with the dataset files (searched first)")
