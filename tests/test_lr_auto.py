@@ -139,3 +139,16 @@ def test_a_batch_size_sweep_scales_each_variants_chosen_lr():
                      {"batch_size": [32, 256]}, "linear", lrs={"bn": 0.2, "ln": 0.025})
     assert {(s.variant.norm, s.cfg.batch_size): s.cfg.lr for s in exp.specs()} == {
         ("bn", 32): 0.05, ("bn", 256): 0.4, ("ln", 32): 0.00625, ("ln", 256): 0.05}
+
+
+def test_a_batch_size_sweep_searches_at_batch_128_and_scales_the_choice(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMLAB_OFFLINE", "1")
+    out = tmp_path / "sweep"
+    assert run_cli("sweep", "--batch-sizes", "8,32", "--norms", "gn:2", "--seeds", "1", "--epochs", "1", "--lr", "auto",
+                   "--device", "cpu", "--data-dir", data, "--out", out) == 0
+    main, search = results(out), results(out / "lr-search")
+    assert search["config"]["batch_size"] == 128 and main["config"]["lr"] == "auto"
+    chosen = main["lr_search"]["variants"]["gn:2"]["lr"]
+    assert {r["axes"]["batch_size"]: r["lr"] for r in main["runs"]} == {8: chosen * 8 / 128, 32: chosen * 32 / 128}
+    assert "searched lr x B / 128" in main["config"]["lr_rule"]
+    assert "## Learning rate search" in (out / "report.md").read_text()

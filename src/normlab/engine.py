@@ -94,8 +94,9 @@ class Experiment:
         return out
 
     def config(self) -> dict:
-        rule = (f"linear scaling: peak lr = {self.cfg.peak_lr:g} x B / {REFERENCE_BATCH} "
-                f"({self.cfg.peak_lr:g} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
+        lr = "each variant's searched lr" if self.cfg.lr == AUTO else f"{self.cfg.peak_lr:g}"
+        rule = (f"linear scaling: peak lr = {lr} x B / {REFERENCE_BATCH} "
+                f"({lr} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
                 "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
 
@@ -360,7 +361,9 @@ CHOSEN_BY = "validation accuracy at each search run's best-validation epoch (tie
 
 def search_experiment(exp: Experiment) -> Experiment:
     """The search grid of ``exp``: its variants x LR_GRID, one seed, a few epochs, at the base settings."""
-    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=max(1, round(exp.cfg.epochs * SEARCH_SHARE)))
+    # In a batch-size sweep the searched lr is the rate at REFERENCE_BATCH, which the runs scale.
+    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=max(1, round(exp.cfg.epochs * SEARCH_SHARE)),
+                  batch_size=REFERENCE_BATCH if exp.scaled() else exp.cfg.batch_size)
     return Experiment(exp.variants, cfg, exp.out / LR_SEARCH, {"lr": [round(cfg.peak_lr * f, 8) for f in LR_GRID]},
                       "none", exp.data_dir, exp.resume, exp.overwrite, exp.executor)
 

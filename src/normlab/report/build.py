@@ -17,7 +17,7 @@ from ..storage import read_json, write_json, write_text
 from ..variants import Variant
 from .aggregate import AT_BEST_VAL, VariantRuns, group_runs, headline_key, headline_words, mean_std
 from .curves import CURVES, write_curves
-from .findings import gap_size, pair_tests, run_findings, search_sentences, verdict
+from .findings import gap_size, lr_search_section, pair_tests, run_findings, verdict
 from .grids import write_grids
 from .page import (REPORT_HTML, REPORT_MD, Code, Gallery, Image, Markdown, Page, Paragraph, Section, Table, Toc,
                    write_page)
@@ -125,23 +125,6 @@ def significance_section(groups: list[VariantRuns], key: str) -> Section | None:
             "cannot tell the two apart, not that they are equal.")
     return Section("Are the differences real?", [table, Paragraph(note)]
                    + [Paragraph(t.sentence()) for t in tests if not t.tested])
-
-
-def lr_search_section(search: dict | None) -> Section | None:
-    """--lr auto: what each variant reached on the validation split at each lr, and the choice."""
-    if not search:
-        return None
-    cell = lambda t: "-" if t["val_acc"] is None else f"{t['val_acc']:.2f} ({t['val_loss']:.3f})"
-    rows = [[f"`{v}`"] + [f"**{cell(t)}**" if t["lr"] == r["lr"] else cell(t) for t in r["tried"]] + [f"{r['lr']:g}"]
-            for v, r in search["variants"].items()]
-    header = ["variant"] + [f"lr {t['lr']:g}" for t in next(iter(search["variants"].values()))["tried"]] + ["chosen lr"]
-    return Section("Learning rate search", [
-        Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items())),
-        Table(header, rows, numeric=set(range(1, len(header)))),
-        Paragraph(f"Validation accuracy % (validation loss) of each search run at its best-validation epoch, one seed, "
-                  f"{plural(search['epochs'], 'epoch')} each with the schedule compressed into them; chosen (bold) by "
-                  f"{search['chosen_by']}. The test set played no part. The search runs are a run folder of their "
-                  f"own: [{search['folder']}/report.md]({search['folder']}/report.md).")])
 
 
 def setup_paragraph(run) -> Paragraph:

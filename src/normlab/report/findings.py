@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..stats import PairTest, compare_pairs, fmt_p
 from .aggregate import AT_BEST_VAL, VariantRuns, headline_key, mean_std
+from .page import Paragraph, Section, Table
 from .style import plural
 
 # Below this, a drop from the best epoch to the last is not worth a sentence.
@@ -171,6 +172,23 @@ def search_sentences(search: dict | None) -> dict[str, str]:
                                      f"chosen from {min(grid):g}-{max(grid):g} by validation accuracy after "
                                      f"{plural(search['epochs'], 'epoch')}")
             for v, r in search["variants"].items()}
+
+
+def lr_search_section(search: dict | None) -> Section | None:
+    """--lr auto: what each variant reached on the validation split at each lr, and the choice."""
+    if not search:
+        return None
+    cell = lambda t: "-" if t["val_acc"] is None else f"{t['val_acc']:.2f} ({t['val_loss']:.3f})"
+    rows = [[f"`{v}`"] + [f"**{cell(t)}**" if t["lr"] == r["lr"] else cell(t) for t in r["tried"]] + [f"{r['lr']:g}"]
+            for v, r in search["variants"].items()]
+    header = ["variant"] + [f"lr {t['lr']:g}" for t in next(iter(search["variants"].values()))["tried"]] + ["chosen lr"]
+    return Section("Learning rate search", [
+        Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items())),
+        Table(header, rows, numeric=set(range(1, len(header)))),
+        Paragraph(f"Validation accuracy % (validation loss) of each search run at its best-validation epoch, one seed, "
+                  f"{plural(search['epochs'], 'epoch')} each with the schedule compressed into them; chosen (bold) by "
+                  f"{search['chosen_by']}. The test set played no part. The search runs are a run folder of their "
+                  f"own: [{search['folder']}/report.md]({search['folder']}/report.md).")])
 
 
 def run_findings(run) -> list[str]:
