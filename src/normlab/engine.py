@@ -74,7 +74,7 @@ class Experiment:
     resume: bool = False
     overwrite: bool = False
     executor: object = field(default_factory=LocalExecutor)
-    lrs: dict[str, float] = field(default_factory=dict)   # variant -> its peak lr (at the base batch size), from --lr auto
+    lrs: dict[str, float] = field(default_factory=dict)   # --lr auto: variant -> its searched peak lr (scaled like --lr)
 
     def scaled(self) -> bool:
         return self.lr_scaling == "linear" and "batch_size" in self.axes and "lr" not in self.axes
