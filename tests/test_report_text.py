@@ -94,7 +94,7 @@ def test_validation_chosen_epochs_are_ranked_and_said(tmp_path):
             "set was never used to choose") in md
     assert "| `bn` | 1 | 85.00 | 2.0 | 84.00 |" in md and "best test" not in md
     assert "highest test accuracy at the best-validation epoch, 85.00%" in md
-    assert "same settings" in md and "not tuned for each" in md
+    assert "ran the same recipe" in md and "`--lr auto` searches one per variant" in md
     titles = [ax.get_title() for ax in plot_curves(load_run(tmp_path / "run")).axes]
     assert "Validation loss" in titles and "Validation accuracy" in titles
 

@@ -20,8 +20,16 @@ EPOCH_SEED_FACTOR = 1_000_003
 MAX_SEED = (2**63 - 1) // EPOCH_SEED_FACTOR - 10**6
 
 
-def option(default, help: str):
-    return field(default=default, metadata={"help": help})
+AUTO = "auto"                          # --lr auto: a search per variant on the validation split (lrsearch.py)
+
+
+def option(default, help: str, parse=None):
+    return field(default=default, metadata={"help": help, **({"parse": parse} if parse else {})})
+
+
+def number_or_auto(text: str):
+    """--lr's value: a number, or "auto"."""
+    return AUTO if text.strip().lower() == AUTO else float(text)
 
 
 @dataclass
@@ -31,7 +39,8 @@ class TrainConfig:
     epochs: int = option(20, "epochs per run (2 with --quick)")
     batch_size: int = option(128, "training batch size")
     optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw")
-    lr: float | None = option(None, "peak learning rate (default 0.1 for sgd, 0.004 for adamw)")
+    lr: float | str | None = option(None, "peak learning rate (default 0.1 for sgd, 0.004 for adamw), or auto: "
+                                          "searched per variant on the validation split", parse=number_or_auto)
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "on conv kernels only")
     schedule: str = option("onecycle", "onecycle, cosine or constant")
@@ -49,7 +58,10 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 20"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr {self.lr} must be a positive number", "pass e.g. --lr 0.1"),
+            (self.lr in (None, AUTO) or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
+             f"--lr {self.lr} must be a positive number or auto", "pass e.g. --lr 0.1"),
+            (not (self.lr == AUTO and self.val == 0), "--lr auto chooses on the validation split, and --val 0 turns it off",
+             "drop --val 0, or pass a number to --lr"),
             (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
             (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
@@ -68,7 +80,7 @@ class TrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
+        return self.lr if self.lr not in (None, AUTO) else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
 
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]
@@ -80,7 +92,7 @@ class TrainConfig:
 def config_fields() -> list:
     """(name, python type, default, help) of every TrainConfig field, for the command line."""
     kinds = {"int": int, "float": float, "str": str, "bool": bool}
-    return [(f.name, kinds[str(f.type).split(" |")[0]], None if f.default is MISSING else f.default, f.metadata.get("help", ""))
+    return [(f.name, f.metadata.get("parse") or kinds[str(f.type).split(" |")[0]], None if f.default is MISSING else f.default, f.metadata.get("help", ""))
             for f in fields(TrainConfig)]
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
-from .config import TrainConfig
+from .config import AUTO, TrainConfig
 from .data import dataset_info, fingerprint, load_splits
 from .data.split import holdout
 from .errors import UserError
@@ -76,6 +76,7 @@ class Experiment:
     overwrite: bool = False
     executor: object = field(default_factory=LocalExecutor)
     tensorboard: bool = False          # also write each epoch as TensorBoard events (normlab.tensorboard)
+    lrs: dict[str, float] = field(default_factory=dict)   # --lr auto: variant -> its searched peak lr (scaled like --lr)
 
     def scaled(self) -> bool:
         return self.lr_scaling == "linear" and "batch_size" in self.axes and "lr" not in self.axes
@@ -85,18 +86,19 @@ class Experiment:
         for values in itertools.product(*self.axes.values()):
             axes = dict(zip(self.axes, values))
             cfg = replace(self.cfg, **axes, seeds=1)
-            if self.scaled():
-                cfg.lr = self.cfg.peak_lr * cfg.batch_size / REFERENCE_BATCH
             for seed in self.cfg.seed_list():
                 for variant in self.variants:
+                    lr = self.lrs.get(str(variant), self.cfg.peak_lr if self.scaled() else cfg.lr)
+                    lr = lr * cfg.batch_size / REFERENCE_BATCH if self.scaled() else lr
                     parts = [f"{SHORT.get(k, k)}{v}" for k, v in axes.items()] + [variant.slug, f"seed{seed}"]
                     key = "-".join(parts).replace("/", "_").replace(" ", "_")
-                    out.append(Spec(key, variant, seed, axes, replace(cfg, seed=seed)))
+                    out.append(Spec(key, variant, seed, axes, replace(cfg, seed=seed, lr=lr)))
         return out
 
     def config(self) -> dict:
-        rule = (f"linear scaling: peak lr = {self.cfg.peak_lr:g} x B / {REFERENCE_BATCH} "
-                f"({self.cfg.peak_lr:g} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
+        lr = "each variant's searched lr" if self.cfg.lr == AUTO else f"{self.cfg.peak_lr:g}"
+        rule = (f"linear scaling: peak lr = {lr} x B / {REFERENCE_BATCH} "
+                f"({lr} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
                 "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
 
@@ -118,6 +120,9 @@ def check_experiment(exp: Experiment) -> None:
             raise UserError(f"--over {name}: not an axis", f"sweep a training option other than {', '.join(NOT_AXES)}")
         if not values or len(set(values)) != len(values):
             raise UserError(f"--over {name} must list distinct values", f"pass e.g. --over {name}=1,2")
+    if "lr" in exp.axes and (exp.cfg.lr == AUTO or AUTO in exp.axes["lr"]):
+        raise UserError("--lr auto searches the learning rate itself, so lr cannot also be swept",
+                        "drop --over lr=..., or pass a number to --lr")
     if not isinstance(exp.executor, RayExecutor):
         resolve_device(exp.cfg.device)         # a Ray cluster's GPUs need not be visible here
     train_size = min(dataset_info(exp.cfg.dataset).train_size, exp.cfg.train_limit or 10**9)
@@ -140,6 +145,8 @@ def holds_only_leftovers(out: Path) -> bool:
     """True for an empty folder, or one that a run killed before its first results.json left:
     its manifest and lock files, an empty checkpoints/ folder, temp files of unfinished writes."""
     for path in out.iterdir():
+        if path.name == LR_SEARCH and path.is_dir():
+            continue                           # the --lr auto search of a run killed before its first results.json
         if path.name == CHECKPOINTS and path.is_dir():
             if not all(is_leftover(p) for p in path.iterdir()):
                 return False
@@ -263,6 +270,8 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     misclassified = read_misclassified(exp.out, len(test), len(test.info.classes)) if previous is not None else {}
     log(plan_line(exp, specs))                 # every check passed; the first write comes next
     open_folder(exp)
+    search = search_lrs(exp, log, then) if cfg.lr == AUTO else None
+    specs = exp.specs()                        # with each variant's searched lr
     local = isinstance(exp.executor, LocalExecutor)
     results = {
         "normlab": __version__, "schema": SCHEMA, "dataset": cfg.dataset,
@@ -273,6 +282,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
         "started": (previous or {}).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
         # Kept until this run replaces them: a resume that fails loses nothing of the last one.
         **{k: previous[k] for k in ("seconds", "finished") if k in (previous or {})},
+        **({"lr_search": search} if search else {}),
         "runs": [],
     }
     before = {r["key"]: r for r in (previous or {}).get("runs", [])}
@@ -351,3 +361,52 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     finally:
         unlock_folder(exp.out)
     return results
+
+
+# ---- --lr auto: a search on the validation split, run as a grid of its own ------------------------
+
+LR_SEARCH = "lr-search"                # the search's run folder, inside the run's
+LR_GRID = (1 / 8, 1 / 4, 1 / 2, 1, 2)   # x the default peak lr: 0.0125-0.2 for sgd
+# The search's budget: 5 lrs x this share of the real epochs each, so at most half of one real run
+# per variant (from 10 epochs; at least 1 epoch per lr). Its one-cycle schedule is compressed into them.
+SEARCH_SHARE = 0.1
+CHOSEN_BY = "validation accuracy at each search run's best-validation epoch (ties: lower validation loss, then the smaller lr)"
+
+
+def search_experiment(exp: Experiment) -> Experiment:
+    """The search grid of ``exp``: its variants x LR_GRID, one seed, a few epochs, at the base settings."""
+    # In a batch-size sweep the searched lr is the rate at REFERENCE_BATCH, which the runs scale.
+    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=max(1, round(exp.cfg.epochs * SEARCH_SHARE)),
+                  batch_size=REFERENCE_BATCH if exp.scaled() else exp.cfg.batch_size)
+    return Experiment(exp.variants, cfg, exp.out / LR_SEARCH, {"lr": [round(cfg.peak_lr * f, 8) for f in LR_GRID]},
+                      "none", exp.data_dir, exp.resume, exp.overwrite, exp.executor)
+
+
+def search_lrs(exp: Experiment, log=print, then=None) -> dict:
+    """Run (or, on --resume, reuse) the search; set ``exp.lrs``; return what results.json records."""
+    search = search_experiment(exp)
+    previous = read_results(search.out) if exp.resume and (search.out / RESULTS).is_file() else None
+    if previous is not None:
+        check_resumable(previous, search)
+    if previous is not None and {r["key"] for r in previous["runs"] if is_finished(r["status"])} >= {s.key for s in search.specs()}:
+        log(f"normlab: the lr search in {search.out} is finished; not rerun")
+        results = previous
+    else:
+        log(f"normlab: --lr auto: searching {', '.join(f'{x:g}' for x in search.axes['lr'])} per variant, "
+            f"{plural(search.cfg.epochs, 'epoch')} each, on the validation split")
+        results = run_experiment(search, log, then)
+    record = {"folder": LR_SEARCH, "epochs": search.cfg.epochs, "grid": search.axes["lr"], "chosen_by": CHOSEN_BY,
+              "variants": {}}
+    for variant in map(str, exp.variants):
+        tried = []
+        for run in (r for r in results["runs"] if r["variant"] == variant):
+            best = run.get("final", {}).get("best_val_epoch")
+            epoch = next((e for e in run["epochs"] if e["epoch"] == best and "val_acc" in e), {})
+            tried.append({"lr": run["axes"]["lr"], "status": run["status"], "best_val_epoch": best,
+                          "val_acc": epoch.get("val_acc"), "val_loss": epoch.get("val_loss")})
+        done = [t for t in tried if t["status"] == "done" and t["val_acc"] is not None]   # a diverging lr is never chosen
+        chosen = max(done, key=lambda t: (t["val_acc"], -t["val_loss"], -t["lr"]))["lr"] if done else search.cfg.peak_lr
+        record["variants"][variant] = {"lr": chosen, "tried": tried, **({} if done else {"note": "every lr diverged: the default"})}
+        exp.lrs[variant] = chosen
+    log("normlab: chosen lr " + ", ".join(f"{v} {r['lr']:g}" for v, r in record["variants"].items()))
+    return record

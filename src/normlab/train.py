@@ -55,7 +55,8 @@ def recipe_note(configs: dict[str, dict], tuned: dict[str, str] | None = None) -
         return (f"The variants were trained with different {', '.join(differing)}: the ranking reflects those "
                 "settings as well as the normalization.")
     return ("Every variant ran the same recipe (docs/recipe.md), none tuned for one variant; the best epoch "
-            "and every other choice were made on the validation split, not the test set.")
+            "and every other choice were made on the validation split, not the test set. A variant that needs "
+            "another learning rate may rank lower for that reason alone (`--lr auto` searches one per variant).")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,7 +17,7 @@ from ..storage import read_json, write_json, write_text
 from ..variants import Variant
 from .aggregate import AT_BEST_VAL, VariantRuns, group_runs, headline_key, headline_words, mean_std
 from .curves import CURVES, write_curves
-from .findings import gap_size, pair_tests, run_findings, verdict
+from .findings import gap_size, lr_search_section, pair_tests, run_findings, verdict
 from .grids import write_grids
 from .page import (REPORT_HTML, REPORT_MD, Code, Gallery, Image, Markdown, Page, Paragraph, Section, Table, Toc,
                    write_page)
@@ -131,7 +131,7 @@ def setup_paragraph(run) -> Paragraph:
     cfg, res = run.config, run.results
     seeds, first = cfg.get("seeds", 1), cfg.get("seed", 1)
     seed_text = f"seed {first}" if seeds == 1 else f"seeds {first}-{first + seeds - 1}"
-    lr = cfg.get("lr") or {"sgd": 0.1, "adamw": 0.004}.get(cfg.get("optimizer"), "default")
+    lr = "searched per variant" if cfg.get("lr") == "auto" else cfg.get("lr") or {"sgd": 0.1, "adamw": 0.004}.get(cfg.get("optimizer"), "default")
     sizes = (cfg.get("train_size"), cfg.get("test_size"))
     data = dataset_info(run.dataset).title
     if all(isinstance(n, int) for n in sizes):
@@ -179,6 +179,8 @@ def run_page(run, groups: list[VariantRuns], grids: dict[str, Path], summary: st
     sections = [Section("Setup", [setup_paragraph(run)]),
                 Section("Results", [results_table(groups, key), Paragraph(table_note(groups, key, run.config))]),
                 Section("Findings", [Paragraph(text) for text in run_findings(run)])]
+    search = lr_search_section(run.results.get("lr_search"))
+    sections += [search] if search else []
     significance = significance_section(groups, key)
     sections += [significance] if significance else []
     if (run.folder / CURVES).exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..stats import PairTest, compare_pairs, fmt_p
 from .aggregate import AT_BEST_VAL, VariantRuns, headline_key, mean_std
+from .page import Paragraph, Section, Table
 from .style import plural
 
 # Below this, a drop from the best epoch to the last is not worth a sentence.
@@ -161,18 +162,33 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     return out
 
 
-def tuning_note(groups: list[VariantRuns]) -> str | None:
-    """A ranking is fair only if no variant got settings tuned for another: say what was shared."""
-    lrs = {g.variant: sorted({float(r["lr"]) for r in g.runs if isinstance(r.get("lr"), (int, float))}) for g in groups}
-    if len(groups) < 2:
+def search_sentences(search: dict | None) -> dict[str, str]:
+    """variant -> "lr 0.02 chosen from 0.0125-0.2 by validation accuracy after 1 epoch", from
+    results.json's "lr_search" (``--lr auto``); {} without one."""
+    if not search:
+        return {}
+    grid = search["grid"]
+    return {v: f"lr {r['lr']:g} " + (r["note"] if "note" in r else
+                                     f"chosen from {min(grid):g}-{max(grid):g} by validation accuracy after "
+                                     f"{plural(search['epochs'], 'epoch')}")
+            for v, r in search["variants"].items()}
+
+
+def lr_search_section(search: dict | None) -> Section | None:
+    """--lr auto: what each variant reached on the validation split at each lr, and the choice."""
+    if not search:
         return None
-    if len({tuple(v) for v in lrs.values()}) > 1:
-        each = ", ".join(f"`{v}` {', '.join(f'{x:g}' for x in lr)}" for v, lr in lrs.items() if lr)
-        return (f"Each variant trained at its own learning rate ({each}), chosen on validation data for that variant; "
-                f"the ranking compares each at its own rate.")
-    return ("Every variant trained with the same settings (learning rate, schedule, weight decay), not tuned for "
-            "each: a variant that needs another learning rate may rank lower for that reason alone "
-            "(`--lr auto` searches one per variant on validation data).")
+    cell = lambda t: "-" if t["val_acc"] is None else f"{t['val_acc']:.2f} ({t['val_loss']:.3f})"
+    rows = [[f"`{v}`"] + [f"**{cell(t)}**" if t["lr"] == r["lr"] else cell(t) for t in r["tried"]] + [f"{r['lr']:g}"]
+            for v, r in search["variants"].items()]
+    header = ["variant"] + [f"lr {t['lr']:g}" for t in next(iter(search["variants"].values()))["tried"]] + ["chosen lr"]
+    return Section("Learning rate search", [
+        Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items())),
+        Table(header, rows, numeric=set(range(1, len(header)))),
+        Paragraph(f"Validation accuracy % (validation loss) of each search run at its best-validation epoch, one seed, "
+                  f"{plural(search['epochs'], 'epoch')} each with the schedule compressed into them; chosen (bold) by "
+                  f"{search['chosen_by']}. The test set played no part. The search runs are a run folder of their "
+                  f"own: [{search['folder']}/report.md]({search['folder']}/report.md).")])
 
 
 def run_findings(run) -> list[str]:
@@ -180,6 +196,10 @@ def run_findings(run) -> list[str]:
     from .aggregate import group_runs
     from .style import run_variants
     planned = len(run.config.get("variants", [])) * run.config.get("seeds", 1) or None
+    from ..train import recipe_note
     groups = group_runs(run, run_variants(run))
-    note = tuning_note(groups)
-    return findings(groups, planned) + ([note] if note else [])
+    if len(groups) < 2:
+        return findings(groups, planned)
+    # Each variant's settings as its runs had them (the lr differs per variant after --lr auto).
+    configs = {g.variant: {**run.config, "lr": sorted({r.get("lr") for r in g.runs}, key=str)} for g in groups}
+    return findings(groups, planned) + [recipe_note(configs, search_sentences(run.results.get("lr_search")))]

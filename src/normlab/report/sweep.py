@@ -24,7 +24,7 @@ from ..runs import RESULTS
 from ..stats import PairTest, Spread, compare_pairs, holm, spread
 from ..storage import read_json, write_bytes, write_text
 from .aggregate import AT_BEST_VAL, headline_key, headline_words
-from .findings import gap_size, verdict
+from .findings import gap_size, lr_search_section, verdict
 from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
 from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_title
 
@@ -254,6 +254,7 @@ def sweep_page(sweep: Sweep) -> Page:
     sections.append(Section("Which norm is better at each point?", [
         Table([*names, "pair (higher error first)", "difference (points)", "size (bootstrap 95%)", "verdict"],
               pair_rows(pts), numeric={len(names) + 1}), Paragraph(verdict_note + " A lower error is better.")]))
+    sections += [lr_search_section(results["lr_search"])] if results.get("lr_search") else []
     title = f"normlab sweep: {title_of(results)}, {', '.join(variants)} over {', '.join(names)}"
     return Page(title, sections, intro=[Toc()])
 

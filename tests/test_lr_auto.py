@@ -1,0 +1,154 @@
+"""--lr auto: a per-variant lr search on the validation split, run by the engine as a grid of its
+own in <out>/lr-search, then the real runs at each variant's chosen lr.
+
+Every training here is a `python -m normlab` process (one thread, as in test_resume), so runs
+that must agree are computed the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_idx
+from normlab.engine import LR_GRID, Experiment
+from normlab.config import TrainConfig
+from normlab.variants import Variant
+from test_resume import data, home, normlab, numbers   # noqa: F401 (fixtures: 256 training, 128 test images)
+
+# 230 training images after the 10% validation split: 7 steps of 32 per epoch. 3 epochs: the
+# search runs 1 epoch per lr (5 lrs x 2 variants: 70 steps), the real runs 2 x 3 epochs (42 steps).
+STEPS = 7
+ARGS = ["compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "3", "--batch-size", "32", "--lr", "auto",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def reference(data, home, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "run"
+    proc = normlab(home, *ARGS, "--data-dir", data, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def choices(out) -> dict:
+    """Every choice the run made: each variant's lr, and each run's (search and real) best epoch."""
+    main, search = results(out), results(out / "lr-search")
+    return {"lr": {v: r["lr"] for v, r in main["lr_search"]["variants"].items()},
+            "epochs": {r["key"]: r["final"]["best_val_epoch"] for r in main["runs"] + search["runs"]}}
+
+
+def test_the_chosen_lr_is_the_best_validation_accuracy_of_the_search(reference):
+    main, search = results(reference), results(reference / "lr-search")
+    record = main["lr_search"]
+    assert record["folder"] == "lr-search" and record["epochs"] == 1 and len(record["grid"]) == len(LR_GRID)
+    assert search["config"]["axes"] == {"lr": record["grid"]} and search["config"]["epochs"] == 1
+    assert all(r["status"] == "done" and len(r["epochs"]) == 1 for r in search["runs"]) and len(search["runs"]) == 10
+    for variant in ("bn", "gn:2"):
+        runs = [r for r in search["runs"] if r["variant"] == variant]
+        scores = {r["axes"]["lr"]: (r["epochs"][0]["val_acc"], -r["epochs"][0]["val_loss"], -r["axes"]["lr"]) for r in runs}
+        chosen = record["variants"][variant]
+        assert chosen["lr"] == max(scores, key=scores.get)
+        assert [(t["lr"], t["val_acc"], t["val_loss"]) for t in chosen["tried"]] == [
+            (r["axes"]["lr"], r["epochs"][0]["val_acc"], r["epochs"][0]["val_loss"]) for r in runs]
+        real = next(r for r in main["runs"] if r["variant"] == variant)
+        assert real["lr"] == chosen["lr"] and real["status"] == "done" and real["epochs"][0]["lr"] < chosen["lr"]
+    report = (reference / "report.md").read_text()
+    assert "## Learning rate search" in report and "by validation accuracy after 1 epoch" in report
+    assert "chosen by the same search on the validation split" in report
+    assert (reference / "lr-search" / "report.md").is_file()
+
+
+def test_scrambled_test_labels_change_no_choice(reference, data, home, tmp_path):
+    scrambled = tmp_path / "mnist"
+    shutil.copytree(data, scrambled)
+    path = scrambled / "t10k-labels-idx1-ubyte.gz"
+    labels = np.frombuffer(gzip.decompress(path.read_bytes())[8:], dtype=np.uint8)
+    write_idx(path, (labels + 1 + np.random.default_rng(0).integers(0, 9, len(labels))) % 10)
+    out = tmp_path / "run"
+    proc = normlab(home, *ARGS, "--data-dir", scrambled, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert choices(out) == choices(reference)
+    # The test set did change: every test accuracy is another.
+    before, after = ([r["final"]["test_acc"] for r in results(o)["runs"]] for o in (reference, out))
+    assert all(a != b for a, b in zip(before, after))
+
+
+def test_a_kill_in_the_search_or_the_real_runs_resumes_to_the_same_choices(reference, data, home, tmp_path):
+    out = tmp_path / "run"
+    base = [*ARGS, "--data-dir", data, "--out", out]
+    proc = normlab(home, *base, kill=(f"step:{3 * STEPS + 2}", "KILL"))      # inside the 4th search run
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "results.json").exists() and (out / "lr-search" / "results.json").is_file()
+    proc = normlab(home, *base, "--resume", kill=(f"step:{7 * STEPS + STEPS + 3}", "KILL"))  # the 2nd real epoch
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "lr_search" in results(out)
+    search = out / "lr-search" / "checkpoints"
+    stamps = {p.name: p.stat().st_mtime_ns for p in search.iterdir()}
+    proc = normlab(home, *base, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "lr search in" in proc.stdout and "is finished; not rerun" in proc.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in search.iterdir()} == stamps     # the search was not trained again
+    assert numbers(results(out)["runs"]) == numbers(results(reference)["runs"])
+    assert results(out)["lr_search"] == results(reference)["lr_search"]
+
+
+def test_the_choice_follows_the_search_results_on_resume(reference, data, home, tmp_path):
+    """Make the worst lr of gn:2's search the best on validation: a resume reuses the search, chooses it."""
+    out = tmp_path / "run"
+    shutil.copytree(reference / "lr-search", out / "lr-search")
+    (out / "checkpoints").mkdir()
+    saved = results(out / "lr-search")
+    runs = [r for r in saved["runs"] if r["variant"] == "gn:2"]
+    worst = min(runs, key=lambda r: r["epochs"][0]["val_acc"])
+    assert worst["axes"]["lr"] != results(reference)["lr_search"]["variants"]["gn:2"]["lr"]
+    worst["epochs"][0]["val_acc"] = worst["final"]["val_acc"] = 100.0
+    (out / "lr-search" / "results.json").write_text(json.dumps(saved))
+    proc = normlab(home, *ARGS, "--data-dir", data, "--out", out, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    chosen = {r["variant"]: r["lr"] for r in results(out)["runs"]}
+    assert chosen == {"bn": results(reference)["lr_search"]["variants"]["bn"]["lr"], "gn:2": worst["axes"]["lr"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--over", "lr=0.05,0.1", "--lr", "auto"], "--lr auto searches the learning rate itself, so lr cannot also be swept"),
+    (["sweep", "--over", "lr=auto,0.1"], "so lr cannot also be swept"),
+    (["compare", "--lr", "auto", "--val", "0"], "--lr auto chooses on the validation split, and --val 0 turns it off"),
+    (["compare", "--lr", "fast"], "--lr: invalid number_or_auto value: 'fast'"),
+    (["compare", "--lr", "0"], "--lr 0.0 must be a positive number or auto"),
+])
+def test_bad_uses_of_lr_auto_are_one_line_and_write_nothing(args, message, data, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert run_cli(*args, "--norms", "bn", "--epochs", "1", "--data-dir", data, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_a_batch_size_sweep_scales_each_variants_chosen_lr():
+    exp = Experiment([Variant.parse("bn"), Variant.parse("ln")], TrainConfig(lr="auto"), None,
+                     {"batch_size": [32, 256]}, "linear", lrs={"bn": 0.2, "ln": 0.025})
+    assert {(s.variant.norm, s.cfg.batch_size): s.cfg.lr for s in exp.specs()} == {
+        ("bn", 32): 0.05, ("bn", 256): 0.4, ("ln", 32): 0.00625, ("ln", 256): 0.05}
+
+
+def test_a_batch_size_sweep_searches_at_batch_128_and_scales_the_choice(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMLAB_OFFLINE", "1")
+    out = tmp_path / "sweep"
+    assert run_cli("sweep", "--batch-sizes", "8,32", "--norms", "gn:2", "--seeds", "1", "--epochs", "1", "--lr", "auto",
+                   "--device", "cpu", "--data-dir", data, "--out", out) == 0
+    main, search = results(out), results(out / "lr-search")
+    assert search["config"]["batch_size"] == 128 and main["config"]["lr"] == "auto"
+    chosen = main["lr_search"]["variants"]["gn:2"]["lr"]
+    assert {r["axes"]["batch_size"]: r["lr"] for r in main["runs"]} == {8: chosen * 8 / 128, 32: chosen * 32 / 128}
+    assert "searched lr x B / 128" in main["config"]["lr_rule"]
+    assert "## Learning rate search" in (out / "report.md").read_text()
