@@ -76,6 +76,15 @@ def make_cifar_dataset(folder: Path, per_batch: int = 64, n_test: int = 128, see
     return folder
 
 
+def finished_compare(root: Path, n_train: int = 64) -> tuple[Path, Path]:
+    """A finished compare of bn and gn:2 (one epoch) on a tiny generated MNIST: (data, run folder)."""
+    data = make_idx_dataset(root / "mnist", n_train=n_train, n_test=32)
+    out = root / "run"
+    assert run_cli("compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "1", "--batch-size", "16",
+                   "--data-dir", data, "--out", out) == 0
+    return data, out
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path_factory, monkeypatch):
     """No test sees the user's cache, $NORMLAB_DATA or the network."""

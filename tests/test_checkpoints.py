@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import make_idx_dataset, run_cli
+from conftest import finished_compare
 from normlab import load_run
 from normlab.checkpoints import read_checkpoint
 from normlab.errors import UserError
@@ -22,12 +22,7 @@ GN2 = Variant.parse("gn:2")
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished compare of bn and gn:2 on a tiny generated MNIST (one epoch)."""
-    tmp = tmp_path_factory.mktemp("finished")
-    data = make_idx_dataset(tmp / "mnist", n_train=64, n_test=32)
-    out = tmp / "run"
-    assert run_cli("compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "1", "--batch-size", "16",
-                   "--data-dir", data, "--out", out) == 0
-    return out
+    return finished_compare(tmp_path_factory.mktemp("finished"))[1]
 
 
 @pytest.fixture

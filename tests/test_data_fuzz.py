@@ -4,12 +4,10 @@ an .npz, an image or a checkpoint holds, reading it either works or is refused w
 
 import gzip
 import io
-import pickle
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

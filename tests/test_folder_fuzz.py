@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_idx_dataset, run_cli
+from conftest import finished_compare, run_cli
 
 pytestmark = pytest.mark.slow
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 12)), deadline=None,
@@ -25,12 +25,7 @@ ODD_VALUES = st.sampled_from([None, -1, 0, 10**30, 5.5, float("inf"), "x", "", [
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzzed")
-    data = make_idx_dataset(root / "mnist", n_train=128, n_test=32)
-    out = root / "run"
-    assert run_cli("compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "1", "--batch-size", "16",
-                   "--data-dir", data, "--out", out) == 0
-    return data, out
+    return finished_compare(tmp_path_factory.mktemp("fuzzed"), n_train=128)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -150,7 +150,7 @@ def test_two_local_workers_give_the_same_table(swept, data, tmp_path):
     assert {c["worker"] for c in results["runs"]} <= {0, 1}
     pids = {c["pid"] for c in results["runs"]}
     assert os.getpid() not in pids and len(pids) <= 2, "cells ran in the two worker processes"
-    assert results["executor"] == {"executor": "local", "workers": 2, "threads_per_worker": threads_per_worker(2)}
+    assert results["executor"] == {"executor": "local", "workers": 2, "threads_per_worker": threads_per_worker(2), "stack": False}
 
 
 @pytest.fixture(scope="module")

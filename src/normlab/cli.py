@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train several variants on one dataset and compare them",
                        description="Train every variant (and seed) and write a run folder with results, curves and report.")
     p.add_argument("--norms", default=DEFAULT_VARIANTS,
-                   help=f"comma-separated variants NORM[:GROUPS][+l1[=LAMBDA]] (default {DEFAULT_VARIANTS})")
+                   help=f"comma-separated variants NORM[:GROUPS][+ws][+l1[=LAMBDA]] (default {DEFAULT_VARIANTS})")
     add_training_options(p)
     p.set_defaults(func=cmd_compare)
 

@@ -16,6 +16,7 @@ import stat
 import tempfile
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import UserError, WriteError
 
