@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import dataset_info
-from ..runs import MISCLASSIFIED, RESULTS, Run, limit, load_run, most_confident_mistakes
+from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
 from ..stats import spread as stats_spread
-from ..storage import read_json, write_json, write_text
+from ..storage import write_json, write_text
 from ..variants import Variant
 from .aggregate import AT_BEST_VAL, VariantRuns, group_runs, headline_key, headline_words, mean_std
 from .curves import CURVES, write_curves
@@ -241,12 +241,9 @@ def write_report(folder_or_run, data_dir=None, test=None, log=None) -> list[Path
     where the run found it) before anything is written, so a missing dataset changes nothing.
     ``log``: called with a line before each step (e.g. ``print``), so a person sees what is drawn.
     """
-    if isinstance(folder_or_run, Run):
-        return write_run_report(folder_or_run, data_dir, test, log)
-    from .sweep import is_sweep_results, write_sweep_report
-    folder = Path(folder_or_run)
-    results = read_json(folder / RESULTS) if (folder / RESULTS).is_file() else None
-    if is_sweep_results(results):
+    run = folder_or_run if isinstance(folder_or_run, Run) else load_run(folder_or_run)
+    if run.axes:
+        from .sweep import write_sweep_report
         (log or (lambda line: None))("report: drawing the sweep figure and writing its report")
-        return write_sweep_report(folder)
-    return write_run_report(load_run(folder), data_dir, test, log)
+        return write_sweep_report(run.folder)
+    return write_run_report(run, data_dir, test, log)

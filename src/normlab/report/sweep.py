@@ -20,9 +20,9 @@ from pathlib import Path
 from matplotlib import rc_context
 
 from ..errors import UserError
-from ..runs import RESULTS
+from ..runs import read_results
 from ..stats import PairTest, Spread, compare_pairs, holm, spread
-from ..storage import read_json, write_bytes, write_text
+from ..storage import write_bytes, write_text
 from .aggregate import AT_BEST_VAL, headline_key, headline_words
 from .findings import gap_size, lr_search_section, verdict
 from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
@@ -58,39 +58,16 @@ class Sweep:
         return headline_key(self.runs)
 
 
-def is_sweep_results(results) -> bool:
-    """A sweep is a grid with at least one swept training option (compare's axes are {})."""
-    return isinstance(results, dict) and (results.get("kind") == "sweep" or
-                                          bool(isinstance(results.get("config"), dict) and results["config"].get("axes")))
-
-
-def is_sweep(folder) -> bool:
-    path = Path(folder) / RESULTS
-    try:
-        return path.is_file() and is_sweep_results(read_json(path))
-    except UserError:
-        return False
-
-
 def as_sweep(results: dict) -> Sweep:
-    """Schema 2 (config.axes, runs with axes) or an older sweep file (cells over batch_size)."""
-    cfg = results["config"]
-    if isinstance(results.get("cells"), list):
-        runs = [{**c, "axes": {"batch_size": int(c["batch_size"])}} for c in results["cells"]]
-        sizes = sorted({r["axes"]["batch_size"] for r in runs} | set(cfg.get("batch_sizes", [])))
-        return Sweep(results, {"batch_size": sizes}, runs)
-    return Sweep(results, dict(cfg["axes"]), results["runs"])
+    """results.json of a grid (checked at the door by runs.read_results) as a Sweep."""
+    return Sweep(results, dict(results["config"]["axes"]), results["runs"])
 
 
 def load_sweep(folder) -> Sweep:
-    """A sweep folder's results, checked at the door; a one-line error for anything else."""
-    path = Path(folder) / RESULTS
-    results = read_json(path) if path.is_file() else None
-    runs = results.get("cells", results.get("runs")) if isinstance(results, dict) else None
-    if not (is_sweep_results(results) and isinstance(results.get("config"), dict) and isinstance(runs, list)
-            and all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in runs)):
-        what = "is not a normlab sweep file" if path.is_file() else "does not exist"
-        raise UserError(f"{path} {what}", "pass the --out folder of a normlab sweep")
+    """A sweep folder's results, read through the one door every results.json goes through."""
+    results = read_results(folder)
+    if not results["config"]["axes"]:
+        raise UserError(f"{folder} holds a comparison, not a sweep", "rebuild its report with normlab report")
     return as_sweep(results)
 
 
