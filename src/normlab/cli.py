@@ -257,12 +257,12 @@ def number_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import BenchConfig, format_table, run_bench
+    from .bench import bench_config, format_table, run_bench
     from .variants import parse_variants
-    cfg = BenchConfig(dataset=args.dataset, variants=tuple(str(v) for v in parse_variants(args.variants)),
-                      device=args.device, batch_size=args.batch_size, steps=args.steps, windows=args.windows,
-                      reference_workers=args.reference_workers, full=args.full, epochs=args.epochs, compile=args.compile, nchw=args.nchw,
-                      data_dir=args.data_dir)
+    variants = tuple(str(v) for v in parse_variants(args.variants)) if args.variants else None
+    cfg = bench_config(args.full, dataset=args.dataset, variants=variants, device=args.device, batch_size=args.batch_size,
+                       steps=args.steps, windows=args.windows, reference_workers=args.reference_workers,
+                       epochs=args.epochs, compile=args.compile, nchw=args.nchw, data_dir=args.data_dir)
     result = run_bench(cfg, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result, indent=1) if args.json else format_table(result), end="\n" if args.json else "")
     return 0
@@ -343,13 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in alternating windows; report images/s, epoch time and the ratio. Uses the "
                                    "real dataset when it is here, else random images of its shape.")
     p.add_argument("--dataset", default="cifar10", help="picks the net and the data (default cifar10)")
-    p.add_argument("--variants", default="bn,ln,gn", help="comma-separated variants (default bn,ln,gn)")
+    p.add_argument("--variants", default=None, help="comma-separated variants (default bn,gn; bn,ln,gn with --full)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=whole_number, default=128, help="default 128")
-    p.add_argument("--steps", type=whole_number, default=40, help="training steps per timed window (default 40)")
-    p.add_argument("--windows", type=whole_number, default=5, help="timed windows per pipeline; the median counts (default 5)")
-    p.add_argument("--reference-workers", type=number_list, default=(0, 2),
-                   help="DataLoader worker counts of the reference to time (default 0,2)")
+    p.add_argument("--steps", type=whole_number, default=None, help="training steps per timed window (default 15; 40 with --full)")
+    p.add_argument("--windows", type=whole_number, default=None, help="timed windows per pipeline; the median counts (default 3; 5 with --full)")
+    p.add_argument("--reference-workers", type=number_list, default=None,
+                   help="DataLoader worker counts of the reference to time (default 0; 0,2 with --full)")
     p.add_argument("--full", action="store_true", help="also time the whole job (every variant, --epochs, with evaluation) through train_run; needs the real data")
     p.add_argument("--epochs", type=whole_number, default=20, help="epochs of the --full job (default 20)")
     p.add_argument("--compile", action="store_true", help="also time normlab's path under torch.compile, with its compile time")
