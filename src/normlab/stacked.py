@@ -23,7 +23,6 @@ train_run would have written.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -40,8 +39,8 @@ from .models import build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
 from .checkpoints import read_checkpoint
-from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, evaluate, final_metrics,
-                    init_weights, make_optimizer, make_schedule, train_run, weights)
+from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, close_epoch, eval_splits, evaluate,
+                    final_metrics, init_weights, make_optimizer, make_schedule, train_run, weights)
 from .variants import Variant
 
 # Layers that act on each channel alone, so K models side by side need the very same layer.
@@ -224,9 +223,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
         return [train_run(variant, s, cfg, train, test, device, p, on_epoch, **extra) for s, p in zip(seeds, checkpoints)]
     normalizer = Normalizer(train.info, device, CHANNELS_LAST)
     batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer)
-    splits = {"test": (test.images.to(device), test.labels.to(device))}
-    if val is not None:
-        splits["val"] = (val.images.to(device), val.labels.to(device))
+    splits = eval_splits(test, val, device)
     training = StackedTraining(variant, seeds, cfg, device, len(batches))
     if saved:
         try:
@@ -263,19 +260,11 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
         share = (time.perf_counter() - started) / k
         for i in running:
             started = time.perf_counter()
-            record, train_loss, train_acc = records[i], loss_sum[i].item() / seen, 100.0 * correct[i].item() / seen
-            results = {}
-            for split, (images, labels) in splits.items():
-                result = evaluate(training.models[i], images, labels, normalizer) if math.isfinite(train_loss) else None
-                if result is None or not math.isfinite(result.loss):
-                    break
-                results[split] = result
-            if len(results) == len(splits):
-                entry = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4)}
-                for split, result in sorted(results.items(), reverse=True):     # val before test, as documented
-                    entry.update({f"{split}_loss": round(result.loss, 6), f"{split}_acc": round(result.accuracy, 4)})
-                entry.update(lr=training.lr, seconds=round(share + time.perf_counter() - started, 3))
-                record["epochs"].append(entry)
+            record = records[i]
+            entry, _ = close_epoch(training.models[i], splits, normalizer, epoch, loss_sum[i].item() / seen,
+                                   100.0 * correct[i].item() / seen, training.lr)
+            if entry is not None:
+                record["epochs"].append({**entry, "seconds": round(share + time.perf_counter() - started, 3)})
                 record["status"] = "done" if epoch == cfg.epochs else "running"
             else:
                 record["status"] = f"diverged at epoch {epoch}"    # this seed stops; the others go on

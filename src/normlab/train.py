@@ -287,6 +287,28 @@ class RunState:
     status: str = "running"
 
 
+def close_epoch(model: nn.Module, splits: dict, normalizer: Normalizer, epoch: int, train_loss: float,
+                train_acc: float, lr: float) -> tuple[dict | None, str]:
+    """Evaluate an epoch's model on ``splits`` (val first, then test): the epoch's record without
+    its seconds, and a summary line; None instead of the record when a loss is not finite."""
+    results = {split: evaluate(model, *data, normalizer) for split, data in splits.items()} if math.isfinite(train_loss) else {}
+    bad = next((split for split, r in results.items() if not math.isfinite(r.loss)), None)
+    if not results or bad is not None:
+        return None, f"diverged: mean {'training' if bad is None else bad} loss is {train_loss if bad is None else results[bad].loss}"
+    entry = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4)}
+    for split, r in results.items():
+        entry.update({f"{split}_loss": round(r.loss, 6), f"{split}_acc": round(r.accuracy, 4)})
+    summary = f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  " + "".join(
+        f"{split} loss {r.loss:.4f} acc {r.accuracy:5.2f}%  " for split, r in results.items())
+    return {**entry, "lr": lr}, summary
+
+
+def eval_splits(test: Dataset, val: Dataset | None, device: torch.device) -> dict:
+    """The sets every epoch is evaluated on, on the device: validation first, then test."""
+    splits = {"test": (test.images.to(device), test.labels.to(device))}
+    return splits if val is None else {"val": (val.images.to(device), val.labels.to(device)), **splits}
+
+
 def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, test: Dataset,
               device: torch.device, checkpoint: Path | None = None,
               on_epoch: Callable[[dict], None] | None = None, label: str | None = None,
@@ -300,9 +322,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     check_batch(variant, cfg.batch_size, len(train))
     normalizer = Normalizer(train.info, device, CHANNELS_LAST)
     train_images, train_labels = train.images.to(device), train.labels.to(device)
-    splits = {"test": (test.images.to(device), test.labels.to(device))}
-    if val is not None:
-        splits = {"val": (val.images.to(device), val.labels.to(device)), **splits}
+    splits = eval_splits(test, val, device)
     batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer)
     torch.manual_seed(seed)
     training = Training(variant, cfg, device, len(batches))
@@ -338,24 +358,15 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
             correct += right
             bar.update(step, loss_sum, correct, step * cfg.batch_size)
         seen = len(batches) * cfg.batch_size
-        train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-        results = {name: evaluate(model, *split, normalizer) for name, split in splits.items()} if math.isfinite(train_loss) else {}
-        bad = next((name for name, r in results.items() if not math.isfinite(r.loss)), None)
-        if results and bad is None:
-            entry = {"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4)}
-            for split, r in results.items():   # not `name`: that is the run's label on the progress bar
-                entry.update({f"{split}_loss": round(r.loss, 6), f"{split}_acc": round(r.accuracy, 4)})
-            state.epochs.append({**entry, "lr": training.lr, "seconds": round(time.perf_counter() - started, 3)})
+        entry, summary = close_epoch(model, splits, normalizer, epoch, loss_sum.item() / seen,
+                                     100.0 * correct.item() / seen, training.lr)
+        if entry is not None:
+            state.epochs.append({**entry, "seconds": round(time.perf_counter() - started, 3)})
             if epoch == cfg.epochs:
                 state.status = "done"
-            summary = (f"train loss {train_loss:.4f} acc {train_acc:5.2f}%  "
-                       + "".join(f"{name} loss {r.loss:.4f} acc {r.accuracy:5.2f}%  " for name, r in results.items())
-                       + f"{state.epochs[-1]['seconds']:5.1f}s")
+            summary += f"{state.epochs[-1]['seconds']:5.1f}s"
         else:
-            # Stop this variant only: the others in the comparison go on.
-            state.status = f"diverged at epoch {epoch}"
-            summary = (f"diverged: mean {'training' if bad is None else bad} loss is "
-                       f"{train_loss if bad is None else results[bad].loss}")
+            state.status = f"diverged at epoch {epoch}"       # this variant stops; the others go on
         record.update(status=state.status, epochs=state.epochs, **final_metrics(state.epochs),
                       seconds=round(record["seconds"] + time.perf_counter() - started, 3))
         if checkpoint is not None:
