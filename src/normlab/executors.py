@@ -169,17 +169,17 @@ def stack_groups(cells: list[Cell], device: str) -> list[list[Cell]]:
     return groups
 
 
-def train_cells(group: list[Cell], data: Splits, device: str, on_epoch=None) -> list[CellResult]:
+def train_cells(group: list[Cell], data: Splits, device: str, on_epoch=None, worker=0) -> list[CellResult]:
     """One cell with train_cell, or several seeds of one configuration as one stacked network
     (stacked.train_stack: the same numbers as one at a time, per-seed records and checkpoints)."""
     report = lambda cell: (lambda record, key=cell.key: on_epoch(key, record)) if on_epoch else None
     if len(group) == 1:
-        return [train_cell(group[0], data, device, 0, report(group[0]))]
+        return [train_cell(group[0], data, device, worker, report(group[0]))]
     import torch
     from .config import TrainConfig
     from .stacked import train_stack
     from .variants import Variant
-    where = where_trained(device, 0)
+    where = where_trained(device, worker)
     by_seed = {cell.seed: cell for cell in group}
     outcomes = train_stack(Variant.parse(group[0].variant), list(by_seed), TrainConfig(**group[0].cfg), data.train,
                            data.test, torch.device(device), [Path(c.checkpoint) for c in group],
@@ -238,8 +238,8 @@ def _start_worker(indices, data: Splits, requested_device: str, threads: int,
     _WORKER.update(index=index, device=worker_device(index, requested_device, gpus), data=data.local())
 
 
-def _worker_cell(cell: Cell) -> CellResult:
-    return train_cell(cell, _WORKER["data"], _WORKER["device"], _WORKER["index"])
+def _worker_cells(group: list[Cell]) -> list[CellResult]:
+    return train_cells(group, _WORKER["data"], _WORKER["device"], worker=_WORKER["index"])
 
 
 @dataclass
@@ -248,7 +248,8 @@ class LocalExecutor:
     workers: int = 1
     device: str = "auto"
     threads: int | None = None         # torch threads per cell; None: all cores, or cores/N with N workers
-    stack: bool = True                 # seeds of one configuration as one network where that pays (stacked.py)
+    stack: bool = True                 # seeds of one configuration as one network where that pays (stacked.py),
+                                       # in this process or in each worker
     name: str = field(default="local", init=False)
 
     def threads_per_cell(self) -> int | None:
@@ -260,15 +261,16 @@ class LocalExecutor:
 
     def run_cells(self, cells: list[Cell], data: Splits, on_result: Callable[[CellResult], None],
                   folder: Path | None = None, on_epoch: Callable[[str, dict], None] | None = None) -> None:
-        if self.workers == 1 or len(cells) <= 1:
-            import torch
-            from .train import resolve_device
-            device = str(resolve_device(self.device))
+        import torch
+        from .train import resolve_device
+        device = str(resolve_device(self.device))
+        groups = stack_groups(cells, device) if self.stack else [[cell] for cell in cells]
+        if self.workers == 1 or len(groups) <= 1:
             before = torch.get_num_threads()
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                for group in stack_groups(cells, device) if self.stack else [[cell] for cell in cells]:
+                for group in groups:
                     for result in train_cells(group, data, device, on_epoch):
                         on_result(result)
             finally:
@@ -277,7 +279,7 @@ class LocalExecutor:
         # spawn, not fork: a forked child of a process that has started torch's thread pools
         # (or CUDA) can deadlock; spawn starts each worker clean.
         context = multiprocessing.get_context("spawn")
-        workers = min(self.workers, len(cells))
+        workers = min(self.workers, len(groups))
         indices = context.Queue()
         for i in range(workers):
             indices.put(i)
@@ -286,11 +288,15 @@ class LocalExecutor:
                                              self.device, self.threads or threads_per_worker(workers),
                                              os.getpid(), None if folder is None else str(folder)))
         try:
-            pending = {pool.submit(_worker_cell, cell) for cell in cells}
+            # Longest jobs first (most steps: small batches, several seeds stacked), so no worker
+            # is left with one long job at the end while the others idle.
+            longest = sorted(groups, key=lambda g: (g[0].cfg["epochs"] / g[0].cfg["batch_size"], len(g)), reverse=True)
+            pending = {pool.submit(_worker_cells, group) for group in longest}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    on_result(future.result())     # a cell's error is raised here, in the driver
+                    for result in future.result():     # a cell's error is raised here, in the driver
+                        on_result(result)
         except BaseException:
             # Ctrl-C or a failed cell: stop the workers now rather than after their cells. A kill
             # mid-epoch loses that epoch only: checkpoints are replaced by rename, and --resume
