@@ -146,6 +146,28 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
     assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
 
 
+def test_a_sweep_says_which_runs_had_not_converged(tmp_path):
+    # 8 epochs: the last quarter is epochs 7-8. bn's validation curve is flat by then; gn:4's
+    # seed 2 still gains 3 points in it (judged on validation accuracy, the test curve is the same for both).
+    flat, rising = [60, 70, 80, 84, 85, 85.5, 85.8, 85.6], [50, 60, 70, 75, 78, 80, 82, 83]
+    test = [60, 70, 80, 84, 85, 85, 85, 85]
+    axes = {"batch_size": [8, 32]}
+    runs = [record(v, s, test, val=rising if (v, s, b) == ("gn:4", 2, 8) else flat, batch_size=b)
+            for v in ("bn", "gn:4") for b in axes["batch_size"] for s in (1, 2)]
+    folder = write_run(tmp_path / "sweep", runs, epochs=8, seeds=2, axes=axes, train_size=512, test_size=256)
+    md = report(folder)
+    assert "## Did every run converge?" in md and "last 2 epochs (the last quarter)" in md
+    assert "1 of 8 runs had not converged" in md
+    assert "| 8 | `gn:4` | 1 of 2 | 3.00 |" in md
+    assert re.search(r"\| 8 \| 0\.1 \| [^|]+ \| [^|]+ † \|", md)      # the gn:4 cell at batch 8 is marked
+    rows = [r.split(",") for r in (folder / "sweep.csv").read_text().splitlines()]
+    assert rows[0][-2:] == ["late_val_gain_max", "seeds_converged"]
+    assert [r[-1] for r in rows[1:]] == ["2", "1", "2", "2"]
+    flat_only = [r for r in runs if r["variant"] == "bn"]
+    md = report(write_run(tmp_path / "flat", flat_only, epochs=8, seeds=2, axes=axes, train_size=512, test_size=256))
+    assert "All 4 judged runs converged by this rule; the largest late gain was 0.30 points." in md
+
+
 def render_script():
     import importlib.util
     from pathlib import Path

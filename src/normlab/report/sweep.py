@@ -30,6 +30,20 @@ from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_
 
 SWEEP_PNG, SWEEP_CSV = "sweep.png", "sweep.csv"
 LOG_AXES = {"batch_size": 2, "lr": 10}           # axis -> log base
+# A run has converged when the last quarter of its epochs raised its best validation accuracy by
+# less than PLATEAU points: its curve had flattened before the end, so more epochs of the same
+# schedule would move it little. Judged on the validation split, never on the test set.
+PLATEAU = 1.0
+
+
+def late_gain(run: dict) -> float | None:
+    """Points of validation accuracy the last quarter of the epochs added to the best before it
+    (None without a validation split or with fewer than 4 epochs)."""
+    accs = [e.get("val_acc") for e in run.get("epochs", [])]
+    if len(accs) < 4 or not all(isinstance(a, (int, float)) for a in accs):
+        return None
+    cut = len(accs) - len(accs) // 4
+    return max(accs) - max(accs[:cut])
 
 
 @dataclass
@@ -41,6 +55,11 @@ class Point:
     planned: int
     errors: list[float]
     seconds: list[float]
+    gains: list                        # late_gain of each finished run (None: not judged)
+
+    @property
+    def unconverged(self) -> int:
+        return sum(g is not None and g >= PLATEAU for g in self.gains)
 
     @property
     def spread(self) -> Spread:
@@ -82,7 +101,7 @@ def points(sweep: Sweep) -> list[Point]:
             if mine:
                 out.append(Point(at, v, float(mine[0].get("lr", float("nan"))), len(mine),
                                  [100.0 - float(r["final"][sweep.key]) for r in done],
-                                 [float(r.get("seconds", 0.0)) for r in done]))
+                                 [float(r.get("seconds", 0.0)) for r in done], [late_gain(r) for r in done]))
     return out
 
 
@@ -91,13 +110,16 @@ def sweep_csv(sweep: Sweep) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     lr = [] if "lr" in sweep.axes else ["lr"]
     writer.writerow([*sweep.axes, "variant", *lr, "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
-                     "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max", "seconds_mean"])
+                     "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max", "seconds_mean",
+                     "late_val_gain_max", "seeds_converged"])
     num = lambda x, d=4: "" if x is None or x != x else f"{x:.{d}f}"
     for p in points(sweep):
         s, e = p.spread, p.errors
         writer.writerow([*p.at, p.variant, *([f"{p.lr:.6g}"] if lr else []), s.n, p.planned, num(s.mean), num(s.std),
                          num(s.low), num(s.high), num(min(e) if e else None), num(max(e) if e else None),
-                         num(sum(p.seconds) / len(p.seconds) if p.seconds else None, 2)])
+                         num(sum(p.seconds) / len(p.seconds) if p.seconds else None, 2),
+                         num(max((g for g in p.gains if g is not None), default=None), 2),
+                         "" if all(g is None for g in p.gains) else len(p.gains) - p.unconverged])
     return buffer.getvalue()
 
 
@@ -189,7 +211,31 @@ def cell_text(p: Point) -> str:
     if not s.n:
         return "-"
     text = f"{s.mean:.2f}" + (f" ± {s.std:.2f}" if s.std is not None else "")
-    return text + (f" ({s.n} of {p.planned})" if s.n < p.planned else "")
+    text += f" ({s.n} of {p.planned})" if s.n < p.planned else ""
+    return text + (" †" if p.unconverged else "")
+
+
+def convergence_section(pts: list[Point], epochs) -> Section:
+    judged = [g for p in pts for g in p.gains if g is not None]
+    if not judged:
+        return Section("Did every run converge?", [Paragraph(
+            "Not judged: convergence is read from the validation accuracy per epoch, and these runs held out no "
+            "validation split (or trained fewer than 4 epochs).")])
+    late = max(1, int(epochs or 0) // 4)
+    rule = (f"A run counts as converged when its last {plural(late, 'epoch')} (the last quarter) raised its best "
+            f"validation accuracy by less than {PLATEAU:g} point{'s' if PLATEAU != 1 else ''}: its curve had flattened "
+            f"before the end. Judged on the validation split, never on the test set.")
+    bad = [p for p in pts if p.unconverged]
+    verdict_text = (f"All {len(judged)} judged runs converged by this rule; the largest late gain was "
+                    f"{max(judged):.2f} points." if not bad else
+                    f"{sum(p.unconverged for p in bad)} of {len(judged)} runs had not converged (marked † in the "
+                    f"table); their errors are upper bounds of what the norm reaches with a longer budget:")
+    blocks = [Paragraph(rule + " " + verdict_text)]
+    if bad:
+        blocks.append(Table(["point", "variant", "runs not converged", "largest late gain (points)"],
+                            [[", ".join(map(str, p.at)), f"`{p.variant}`", f"{p.unconverged} of {len(p.gains)}",
+                              f"{max(g for g in p.gains if g is not None):.2f}"] for p in bad], numeric={2, 3}))
+    return Section("Did every run converge?", blocks)
 
 
 def sweep_page(sweep: Sweep) -> Page:
@@ -222,7 +268,9 @@ def sweep_page(sweep: Sweep) -> Page:
             f"Mean ± sample standard deviation over the seeds that finished (\"2 of 3\": a seed has not finished or "
             f"diverged) of the {headline_words(sweep.key, cfg.get('val_size', cfg.get('val')))}, as an error. "
             f"`{SWEEP_CSV}` has the same numbers with the 95% t-interval of each mean, the min and max, and the "
-            f"seconds per run.")])]
+            f"seconds per run." + (" † marks a point where a run had not converged (next section)."
+                                   if any(p.unconverged for p in pts) else ""))]),
+        convergence_section(pts, cfg.get("epochs"))]
     sections.append(Section(f"Does the error change along {x_axis}?",
                             [Table(["comparison", "difference (points)", "size (bootstrap 95%)", "verdict"],
                                    [[f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)]
