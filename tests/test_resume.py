@@ -319,6 +319,28 @@ def test_workers_die_with_the_driver_and_hold_the_lock_until_then(data, home, tm
     assert_one_line_error(proc, "other settings (epochs 50 -> 1)")
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_a_killed_worker_gives_one_line_and_the_run_resumes(data, home, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "normlab", "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "30",
+               "--batch-size", "32", "--workers", "2", "--data-dir", str(data), "--out", str(out)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(home)) as driver:
+        for line in driver.stdout:
+            if "epoch  1/30" in line:
+                break
+        workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        os.kill(workers[0], signal.SIGKILL)    # as the out-of-memory killer would
+        stdout, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 2, stderr
+    err = stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert "a local worker process died while training" in err and "--resume" in err
+    consistent_on_disk(out)
+    proc = normlab(home, *command[3:], "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert all(r["status"] == "done" for r in consistent_on_disk(out)["runs"])
+
+
 def test_sigterm_saves_and_says_how_to_continue(data, home, tmp_path):
     out = tmp_path / "run"
     process, stderr = signal_after_the_first_epoch(home, data, out, signal.SIGTERM)

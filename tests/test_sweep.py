@@ -131,6 +131,43 @@ def test_resume_skips_finished_cells_and_finishes_the_rest(swept, data, tmp_path
     assert mtimes(out) == after
 
 
+def test_each_lr_scaling_rule_sets_the_peak_lr_and_says_so():
+    from normlab.config import TrainConfig
+    from normlab.engine import Experiment
+    from normlab.variants import Variant
+    rules = {"linear": [0.1 / 64, 0.1], "sqrt": [0.1 / 8, 0.1], "none": [0.1, 0.1]}
+    for rule, lrs in rules.items():
+        exp = Experiment([Variant.parse("gn:2")], TrainConfig(seeds=1), Path("unused"), {"batch_size": [2, 128]}, rule)
+        assert [s.cfg.peak_lr for s in exp.specs()] == pytest.approx(lrs), rule
+        said = exp.config()["lr_rule"]
+        assert (said is None) if rule == "none" else (said.startswith(f"{rule} scaling: peak lr = 0.1 x "))
+
+
+def test_resume_with_an_added_variant_trains_only_that_variant(swept, data, tmp_path, capsys):
+    out = tmp_path / "added"
+    shutil.copytree(swept, out)
+    old = {c["key"]: c for c in json.loads((out / "results.json").read_text())["runs"]}
+    before = mtimes(out)
+    argv = [a if a != ",".join(NORMS) else ",".join(NORMS + ["ln"]) for a in ARGS]
+    capsys.readouterr()
+    assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 0
+    assert "8 already finished, 4 to train" in capsys.readouterr().out
+    after = mtimes(out)
+    assert {k: v for k, v in after.items() if k in before} == before, "finished cells are not trained again"
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {c["key"]: c for c in runs if c["key"] in old} == old
+    assert sorted(c["key"] for c in runs if c["key"] not in old) == sorted(f"b{b}-ln-seed{s}" for b in SIZES for s in (1, 2))
+    assert all(c["status"] == "done" for c in runs)
+    assert [r["variant"] for r in table(out)] == NORMS + ["ln"] + NORMS + ["ln"]
+    assert [r for r in table(out) if r["variant"] != "ln"] == table(swept), "the old cells' numbers are kept"
+    # Dropping a variant on resume would lose its results: refused, folder unchanged.
+    kept = (out / "results.json").read_bytes()
+    argv = [a if a != ",".join(NORMS) else "bn,ln" for a in ARGS]
+    assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 2
+    assert "adding variants is fine, dropping one is not" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == kept
+
+
 def test_resume_with_other_settings_is_refused(swept, data, tmp_path, capsys):
     out = tmp_path / "other"
     shutil.copytree(swept, out)

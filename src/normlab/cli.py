@@ -279,13 +279,14 @@ def add_sweep_parser(sub) -> None:
                                    "several --over sweep them together) x variant x seed, and draw test error against "
                                    "the swept option per variant with error bars, with the table behind it and "
                                    "significance tests. When batch_size is swept and lr is not, the peak learning "
-                                   "rate is scaled linearly: lr = LR x B / 128 (--lr-scaling none: LR everywhere). "
+                                   "rate is scaled with it (--lr-scaling). "
                                    "Runs train one after another, in --workers local processes, or as Ray tasks.")
     p.add_argument("--over", action="append", default=[], metavar="NAME=V1,V2",
                    help="sweep this training option over these values, e.g. batch_size=2,8,32,128 or lr=0.01,0.1")
     p.add_argument("--batch-sizes", default=None, help="shorthand for --over batch_size=... (default 2,8,32,128 when nothing is swept)")
     p.add_argument("--norms", default="bn,gn,ln", help="comma-separated variants (default bn,gn,ln)")
-    p.add_argument("--lr-scaling", default="linear", help="linear (lr x B / 128 when batch_size is swept; default) or none")
+    p.add_argument("--lr-scaling", default="linear", help="how the peak lr follows the batch size when batch_size is "
+                   "swept: linear (LR x B / 128), sqrt (LR x sqrt(B / 128)) or none (LR everywhere) (default %(default)s)")
     add_training_options(p, sweep=True, seeds=3)
     p.set_defaults(func=cmd_sweep)
 

@@ -13,8 +13,9 @@ grid, in this order, and nothing is written before the first write step:
     train              every unfinished run by the executor (here, local workers, Ray);
                        results.json is rewritten by this process after every epoch or run
 
-Learning rate of a batch-size sweep (``lr_scaling="linear"``, when batch_size is an axis and lr
-is not): peak lr = lr x B / 128 (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+Learning rate of a batch-size sweep (when batch_size is an axis and lr is not): ``lr_scaling``
+"linear" gives peak lr = lr x B / 128 (Goyal et al. 2017, "Accurate, Large Minibatch SGD"),
+"sqrt" lr x sqrt(B / 128) (the square-root rule of adaptive updates, Malladi et al. 2022).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from .train import check_batch, resolve_device
 from .variants import Variant
 
 REFERENCE_BATCH = 128
-LR_SCALINGS = ("linear", "none")
+LR_SCALINGS = ("linear", "sqrt", "none")
+RULES = {"linear": ("B / {ref}", "Goyal et al. 2017"), "sqrt": ("sqrt(B / {ref})", "Malladi et al. 2022")}
 # Not axes: they pick the data, the seeds (an axis of their own) or where a run trains.
 NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "test_limit")
 SHORT = {"batch_size": "b"}                 # key parts: "b32-gn4-seed1", as sweeps always named them
@@ -79,7 +81,11 @@ class Experiment:
     lrs: dict[str, float] = field(default_factory=dict)   # --lr auto: variant -> its searched peak lr (scaled like --lr)
 
     def scaled(self) -> bool:
-        return self.lr_scaling == "linear" and "batch_size" in self.axes and "lr" not in self.axes
+        return self.lr_scaling in RULES and "batch_size" in self.axes and "lr" not in self.axes
+
+    def lr_factor(self, batch_size: int) -> float:
+        ratio = batch_size / REFERENCE_BATCH
+        return ratio if self.lr_scaling == "linear" else ratio ** 0.5
 
     def specs(self) -> list[Spec]:
         out = []
@@ -89,7 +95,7 @@ class Experiment:
             for seed in self.cfg.seed_list():
                 for variant in self.variants:
                     lr = self.lrs.get(str(variant), self.cfg.peak_lr if self.scaled() else cfg.lr)
-                    lr = lr * cfg.batch_size / REFERENCE_BATCH if self.scaled() else lr
+                    lr = lr * self.lr_factor(cfg.batch_size) if self.scaled() else lr
                     parts = [f"{SHORT.get(k, k)}{v}" for k, v in axes.items()] + [variant.slug, f"seed{seed}"]
                     key = "-".join(parts).replace("/", "_").replace(" ", "_")
                     out.append(Spec(key, variant, seed, axes, replace(cfg, seed=seed, lr=lr)))
@@ -97,8 +103,9 @@ class Experiment:
 
     def config(self) -> dict:
         lr = "each variant's searched lr" if self.cfg.lr == AUTO else f"{self.cfg.peak_lr:g}"
-        rule = (f"linear scaling: peak lr = {lr} x B / {REFERENCE_BATCH} "
-                f"({lr} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
+        factor, source = RULES.get(self.lr_scaling, ("", ""))
+        rule = (f"{self.lr_scaling} scaling: peak lr = {lr} x {factor.format(ref=REFERENCE_BATCH)} "
+                f"({lr} at batch {REFERENCE_BATCH}; {source})") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
                 "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
 
@@ -189,11 +196,13 @@ def check_resumable(previous: dict, exp: Experiment) -> None:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options, or start a new run with another --out")
     before, now = saved["variants"], wanted["variants"]
-    if sorted(before) != sorted(now):
-        # Resuming with another list would drop the missing variants' results from results.json.
+    if not set(before) <= set(now):
+        # Added variants are trained next to the finished ones (e.g. brn added to a finished bn,gn,ln
+        # sweep); a dropped one would lose its results from results.json, so that is refused.
         option = f"--norms {','.join(before)}" if len(before) > 1 else f"--norm {before[0]}"
         raise UserError(f"{exp.out} was run with other variants ({', '.join(before)} -> {', '.join(now)})",
-                        f"resume with {option}, or start a new run with another --out")
+                        f"resume with {option} (adding variants is fine, dropping one is not), or start a new run "
+                        f"with another --out")
 
 
 def check_resumed_inputs(previous: dict, exp: Experiment, data: str, train, test) -> None:

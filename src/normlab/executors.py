@@ -21,6 +21,7 @@ import socket
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -297,6 +298,11 @@ class LocalExecutor:
                 for future in done:
                     for result in future.result():     # a cell's error is raised here, in the driver
                         on_result(result)
+        except BrokenProcessPool:
+            # A worker was killed (kill -9, the out-of-memory killer): what it finished is saved.
+            raise UserError("a local worker process died while training (killed, or out of memory)",
+                            "rerun the same command with --resume: finished runs are kept and the others continue "
+                            "from their last saved epoch") from None
         except BaseException:
             # Ctrl-C or a failed cell: stop the workers now rather than after their cells. A kill
             # mid-epoch loses that epoch only: checkpoints are replaced by rename, and --resume
