@@ -2,6 +2,8 @@
 papers' equations, norms registered from user code and entry points, your own model via
 module:function, convert() on any model, and the seed plan for any input shape."""
 
+import json
+import os
 import sys
 import textwrap
 
@@ -314,3 +316,37 @@ def test_norms_from_a_package_entry_point(registry, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot load norm 'broken' from entry point normplug_gone:factory \(ModuleNotFoundError"):
         Variant.parse("bn")
     sys.modules.pop("normplug_mod", None)
+
+
+def test_a_norm_registered_at_run_time_trains_in_worker_processes(registry, fashion_dir, tmp_path):
+    from own_norms import per_channel
+    normlab.register_norm("perchan", per_channel, aliases=("per-channel",))
+    out = tmp_path / "run"
+    run = normlab.compare(norms="per-channel,bn", seeds=2, epochs=1, batch_size=64, train_limit=256, data_dir=fashion_dir,
+                          out=out, workers=2)
+    records = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["variant"] for r in records) == ["bn", "bn", "perchan", "perchan"] and run.variants == ["perchan", "bn"]
+    assert {r["status"] for r in records} == {"done"} and os.getpid() not in {r["pid"] for r in records}
+    for name in ("curves.png", "misclassified-perchan.png", "summary.txt", "report.md", "report.html", "explain.md",
+                 "checkpoints/perchan-seed1.pt", "checkpoints/perchan-seed2.pt"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "checkpoints" / "perchan-seed1.pt", weights_only=True)["model"]
+    assert any(key.endswith("norm.weight") for key in state) and not any("running_mean" in key for key in state)
+
+
+def test_a_norm_workers_cannot_import_is_refused_at_the_door(registry, fashion_dir, tmp_path, monkeypatch):
+    def from_main(c, h, w, g):
+        return nn.GroupNorm(1, c)
+    from_main.__qualname__, from_main.__module__ = "from_main", "__main__"
+    monkeypatch.setattr(sys.modules["__main__"], "from_main", from_main, raising=False)  # so pickle itself would pass it
+    normlab.register_norm("lam", lambda c, h, w, g: nn.GroupNorm(1, c))
+    normlab.register_norm("mainly", from_main)
+    for name, why in (("lam", "lambda"), ("mainly", "from_main is defined in __main__")):
+        with pytest.raises(UserError, match=rf"norm {name!r} was registered in this process and worker processes cannot "
+                                            rf"import its factory \(.*{why}.*\); use --workers 1, define the factory in an "
+                                            r"importable module, or register it through the normlab.norms entry point"):
+            normlab.compare(norms=f"bn,{name}", epochs=1, data_dir=fashion_dir, out=tmp_path / name, workers=2)
+        assert not (tmp_path / name).exists()
+    # One process needs no pickling: the same norm trains there.
+    normlab.compare(norms="lam", epochs=1, batch_size=64, train_limit=128, data_dir=fashion_dir, out=tmp_path / "one")
+    assert (tmp_path / "one" / "report.md").is_file()

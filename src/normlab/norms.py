@@ -10,9 +10,11 @@ to answer input errors before PyTorch loads.
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as with_fields
 from typing import Callable
 
 from .errors import UserError
@@ -65,6 +67,7 @@ class Norm:
 NORMS: dict[str, Norm] = {}
 ALIASES: dict[str, str] = {}
 _plugins_loaded = False
+_LOADED: dict[str, Norm] = {}  # the built-in and entry-point norms, which every worker process loads itself
 
 
 def register_norm(name: str, factory: Callable | None = None, *, replace: bool = False, **fields) -> Norm:
@@ -100,7 +103,7 @@ def load_plugins() -> None:
             raise UserError(f"cannot load norm {ep.name!r} from entry point {ep.value} ({type(exc).__name__}: {exc})",
                             "fix or uninstall the package that declares it") from None
         if ep.name not in NORMS:
-            register_norm(ep.name, obj)
+            _LOADED[ep.name] = register_norm(ep.name, obj)
 
 
 def lookup(name: str) -> Norm:
@@ -109,6 +112,41 @@ def lookup(name: str) -> Norm:
     if name not in NORMS:
         raise UserError(f"unknown norm {name!r}", f"choose one of {', '.join(NORMS)}")
     return NORMS[name]
+
+
+class _Importable(pickle.Pickler):
+    """pickle that refuses what a spawned worker or Ray task could not import: besides lambdas and
+    local functions (which pickle refuses itself), anything defined in ``__main__``."""
+    def persistent_id(self, obj):
+        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+            if getattr(obj, "__module__", None) == "__main__":
+                raise pickle.PicklingError(f"{obj.__qualname__} is defined in __main__")
+
+
+def shipped(names) -> list[Norm]:
+    """The norms among ``names`` that this process registered at run time (a worker process
+    re-imports normlab and would not know them), ready to pickle to local workers or Ray tasks.
+    Refused at the door, in one line, when a worker could not import the factory."""
+    out = []
+    for norm in {lookup(name).name: lookup(name) for name in names}.values():
+        if _LOADED.get(norm.name) is norm:
+            continue
+        norm = with_fields(norm, facts=None)     # explain runs in the driver; Facts' defaults are lambdas
+        try:
+            _Importable(io.BytesIO()).dump(norm)
+        except Exception as exc:                 # pickle raises PicklingError, AttributeError or TypeError
+            raise UserError(f"norm {norm.name!r} was registered in this process and worker processes cannot import "
+                            f"its factory ({str(exc).splitlines()[0][:150]})",
+                            "use --workers 1, define the factory in an importable module, or register it through "
+                            f"the {ENTRY_POINTS} entry point") from None
+        out.append(norm)
+    return out
+
+
+def install(norms: list[Norm]) -> None:
+    """In a worker: register the norms the driver shipped."""
+    for norm in norms:
+        register_norm(norm.name, norm, replace=True)
 
 
 def divisors(n: int) -> list[int]:
@@ -193,4 +231,4 @@ for _norm in [
                           "(Singh & Krishnan 2020). Independent of the batch.")),
     Norm("none", lambda c, h, w, g: _nn().Identity(), "no normalization", ("identity",), normalizes=False),
 ]:
-    register_norm(_norm.name, _norm)
+    _LOADED[_norm.name] = register_norm(_norm.name, _norm)
