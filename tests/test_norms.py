@@ -2,6 +2,8 @@
 papers' equations, norms registered from user code and entry points, your own model via
 module:function, convert() on any model, and the seed plan for any input shape."""
 
+import json
+import os
 import sys
 import textwrap
 
@@ -29,11 +31,14 @@ def as_np(t):
     return t.detach().numpy()
 
 
-def test_batch_renorm_follows_ioffe_2017():
+# (hold, relax, step): fixed clips; plain BN while held; half-way through the relaxation; after it.
+@pytest.mark.parametrize("hold, relax, step", [(0, 0, 0), (10, 40, 9), (10, 40, 30), (10, 40, 50)])
+def test_batch_renorm_follows_ioffe_2017(hold, relax, step):
     torch.manual_seed(0)
     c = 5
-    layer = BatchRenorm2d(c).double()
+    layer = BatchRenorm2d(c, hold=hold, relax=relax).double()
     with torch.no_grad():
+        layer.num_batches_tracked.fill_(step)
         # Running estimates far from the batch's, so some r and d are clipped and some are not.
         layer.running_mean.copy_(torch.tensor([0.0, 3.0, -20.0, 0.5, 1.0]))
         layer.running_var.copy_(torch.tensor([1.0, 0.01, 4.0, 100.0, 2.0]))
@@ -48,9 +53,14 @@ def test_batch_renorm_follows_ioffe_2017():
     xn, eps, g, b = as_np(x), 1e-5, as_np(layer.weight)[None, :, None, None], as_np(layer.bias)[None, :, None, None]
     mu, var = xn.mean((0, 2, 3)), xn.var((0, 2, 3))
     sigma_b, sigma = np.sqrt(var + eps), np.sqrt(old_var + eps)
-    r = np.clip(sigma_b / sigma, 1 / 3, 3)
-    d = np.clip((mu - old_mean) / sigma, -5, 5)
-    assert (r == 3).any() and (r < 3).any() and (np.abs(d) == 5).any() and (np.abs(d) < 5).any()
+    # The paper's warm-up: rmax 1, dmax 0 for `hold` steps, then linearly to 3 and 5 over `relax` steps.
+    t = 1.0 if relax == 0 else min(max((step - hold) / relax, 0.0), 1.0)
+    rmax, dmax = 1 + 2 * t, 5 * t
+    assert (rmax, dmax) == {0: (3, 5), 9: (1, 0), 30: (2, 2.5), 50: (3, 5)}[step]
+    r = np.clip(sigma_b / sigma, 1 / rmax, rmax)
+    d = np.clip((mu - old_mean) / sigma, -dmax, dmax)
+    assert (r == rmax).any() and (np.abs(d) == dmax).any()
+    assert rmax == 1 or ((r < rmax).any() and (np.abs(d) < dmax).any()), "some r and d are not clipped"
     x_hat = (xn - mu[None, :, None, None]) / sigma_b[None, :, None, None]
     expected = (x_hat * r[None, :, None, None] + d[None, :, None, None]) * g + b
     assert np.abs(as_np(y) - expected).max() < TOL
@@ -62,6 +72,10 @@ def test_batch_renorm_follows_ioffe_2017():
     # Running estimates move as BatchNorm's do (unbiased variance), and evaluation uses them.
     np.testing.assert_allclose(as_np(layer.running_mean), 0.9 * old_mean + 0.1 * mu, atol=TOL)
     np.testing.assert_allclose(as_np(layer.running_var), 0.9 * old_var + 0.1 * var * m / (m - 1), atol=TOL)
+    assert layer.num_batches_tracked.item() == step + 1
+    resumed = BatchRenorm2d(c, hold=hold, relax=relax).double()
+    resumed.load_state_dict(layer.state_dict())    # a checkpoint keeps the step count, so the clips go on
+    assert list(map(float, resumed.clips())) == list(map(float, layer.clips()))
     with torch.no_grad():
         evaluated = as_np(layer.eval()(x))
     rm, rv = as_np(layer.running_mean)[None, :, None, None], as_np(layer.running_var)[None, :, None, None]
@@ -314,3 +328,37 @@ def test_norms_from_a_package_entry_point(registry, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot load norm 'broken' from entry point normplug_gone:factory \(ModuleNotFoundError"):
         Variant.parse("bn")
     sys.modules.pop("normplug_mod", None)
+
+
+def test_a_norm_registered_at_run_time_trains_in_worker_processes(registry, fashion_dir, tmp_path):
+    from own_norms import per_channel
+    normlab.register_norm("perchan", per_channel, aliases=("per-channel",))
+    out = tmp_path / "run"
+    run = normlab.compare(norms="per-channel,bn", seeds=2, epochs=1, batch_size=64, train_limit=256, data_dir=fashion_dir,
+                          out=out, workers=2)
+    records = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["variant"] for r in records) == ["bn", "bn", "perchan", "perchan"] and run.variants == ["perchan", "bn"]
+    assert {r["status"] for r in records} == {"done"} and os.getpid() not in {r["pid"] for r in records}
+    for name in ("curves.png", "misclassified-perchan.png", "summary.txt", "report.md", "report.html", "explain.md",
+                 "checkpoints/perchan-seed1.pt", "checkpoints/perchan-seed2.pt"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "checkpoints" / "perchan-seed1.pt", weights_only=True)["model"]
+    assert any(key.endswith("norm.weight") for key in state) and not any("running_mean" in key for key in state)
+
+
+def test_a_norm_workers_cannot_import_is_refused_at_the_door(registry, fashion_dir, tmp_path, monkeypatch):
+    def from_main(c, h, w, g):
+        return nn.GroupNorm(1, c)
+    from_main.__qualname__, from_main.__module__ = "from_main", "__main__"
+    monkeypatch.setattr(sys.modules["__main__"], "from_main", from_main, raising=False)  # so pickle itself would pass it
+    normlab.register_norm("lam", lambda c, h, w, g: nn.GroupNorm(1, c))
+    normlab.register_norm("mainly", from_main)
+    for name, why in (("lam", "lambda"), ("mainly", "from_main is defined in __main__")):
+        with pytest.raises(UserError, match=rf"norm {name!r} was registered in this process and worker processes cannot "
+                                            rf"import its factory \(.*{why}.*\); use --workers 1, define the factory in an "
+                                            r"importable module, or register it through the normlab.norms entry point"):
+            normlab.compare(norms=f"bn,{name}", epochs=1, data_dir=fashion_dir, out=tmp_path / name, workers=2)
+        assert not (tmp_path / name).exists()
+    # One process needs no pickling: the same norm trains there.
+    normlab.compare(norms="lam", epochs=1, batch_size=64, train_limit=128, data_dir=fashion_dir, out=tmp_path / "one")
+    assert (tmp_path / "one" / "report.md").is_file()

@@ -196,7 +196,8 @@ def ray_cluster():
     # timed out (gcs_server_port) twice on the loaded 2-core machine.
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'normlab[ray]'); the Ray executor "
                                            "test needs a local Ray cluster")
-    ray.init(num_cpus=2, include_dashboard=False)
+    # tests/ on the tasks' path, as a cluster has a user's own modules: own_norms.py is imported there.
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
     yield ray
     ray.shutdown()
 
@@ -212,6 +213,20 @@ def test_ray_executor_gives_the_same_table_as_the_local_one(ray_cluster, swept, 
     for c in results["runs"]:
         state = torch.load(out / "checkpoints" / f"{c['key']}.pt", weights_only=True)
         assert state["variant"] == c["variant"] and state["status"] == "done"
+
+
+def test_ray_tasks_get_the_norms_registered_at_run_time(ray_cluster, data, tmp_path, monkeypatch):
+    import normlab
+    from normlab import norms
+    from normlab.executors import make_executor
+    from own_norms import per_channel
+    monkeypatch.setattr(norms, "NORMS", dict(norms.NORMS))     # the registration ends with the test
+    normlab.register_norm("perchan", per_channel)
+    out = tmp_path / "ray-own"
+    normlab.compare(norms="perchan", epochs=1, batch_size=64, data_dir=data, out=out, executor=make_executor("ray"))
+    (record,) = json.loads((out / "results.json").read_text())["runs"]
+    assert record["status"] == "done" and str(record["worker"]).startswith("ray node")
+    assert (out / "checkpoints" / "perchan-seed1.pt").is_file() and (out / "report.md").is_file()
 
 
 def test_parse_over():

@@ -35,6 +35,7 @@ from .data.split import holdout
 from .errors import UserError
 from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
+from .norms import shipped
 from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
 from .tensorboard import EventLog, summary_writer
@@ -132,6 +133,8 @@ def check_experiment(exp: Experiment) -> None:
                         "drop --over lr=..., or pass a number to --lr")
     if not isinstance(exp.executor, RayExecutor):
         resolve_device(exp.cfg.device)         # a Ray cluster's GPUs need not be visible here
+    if isinstance(exp.executor, RayExecutor) or exp.executor.workers > 1:
+        shipped(v.norm for v in exp.variants)  # refuses a run-time norm that worker processes could not import
     train_size = min(dataset_info(exp.cfg.dataset).train_size, exp.cfg.train_limit or 10**9)
     for variant in exp.variants:
         build_model(variant, exp.cfg.dataset, model=exp.cfg.model)  # refuses a group count that does not divide the widths

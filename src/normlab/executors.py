@@ -226,11 +226,20 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
 
 
+def shipped_norms(cells: list[Cell]) -> list:
+    """The norms registered at run time in this process that the cells use, to send with them."""
+    from .norms import shipped
+    from .variants import Variant
+    return shipped(Variant.parse(cell.variant).norm for cell in cells)
+
+
 def _start_worker(indices, data: Splits, requested_device: str, threads: int,
-                  parent: int, folder: str | None) -> None:
+                  parent: int, folder: str | None, shipped: list) -> None:
     import torch
+    from .norms import install
     from .storage import hold_folder
     die_with_parent(parent)
+    install(shipped)
     if folder is not None:
         hold_folder(folder)
     index = indices.get()
@@ -287,7 +296,7 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                    initargs=(indices, data.portable(),
                                              self.device, self.threads or threads_per_worker(workers),
-                                             os.getpid(), None if folder is None else str(folder)))
+                                             os.getpid(), None if folder is None else str(folder), shipped_norms(cells)))
         try:
             # Longest jobs first (most steps: small batches, several seeds stacked), so no worker
             # is left with one long job at the end while the others idle.
@@ -326,8 +335,10 @@ def import_ray():
     return ray
 
 
-def _ray_cell(cell: Cell, data: Splits, device: str, threads: int) -> CellResult:
+def _ray_cell(cell: Cell, data: Splits, device: str, threads: int, shipped: list) -> CellResult:
     import ray
+    from .norms import install
+    install(shipped)
     quiet_worker(threads)
     return train_cell(cell, data.local(), device, f"ray node {ray.get_runtime_context().get_node_id()[:8]}")
 
@@ -387,8 +398,8 @@ class RayExecutor:
             device = "cuda" if gpus > 0 else "cpu"
             task = ray.remote(num_cpus=self.cpus_per_cell, num_gpus=gpus, max_retries=self.max_retries)(_ray_cell)
             data_ref = ray.put(data.portable())
-            threads = max(1, int(self.cpus_per_cell))
-            pending = {task.remote(cell, data_ref, device, threads): cell for cell in cells}
+            threads, shipped = max(1, int(self.cpus_per_cell)), shipped_norms(cells)
+            pending = {task.remote(cell, data_ref, device, threads, shipped): cell for cell in cells}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 cell = pending.pop(done[0])

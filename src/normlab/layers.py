@@ -20,12 +20,22 @@ class BatchRenorm2d(nn.BatchNorm2d):
     BatchNorm's (running estimates), which are kept as BatchNorm keeps them (unbiased variance,
     momentum 0.1), so a trained brn layer evaluates exactly like a bn one.
 
-    rmax = 3 and dmax = 5 are fixed: the paper's final values. The paper starts from rmax 1,
-    dmax 0 (plain BN) and relaxes them over 25k-40k steps, longer than a whole normlab run."""
+    The clips follow the paper's warm-up (its sec. 4): plain BatchNorm (rmax 1, dmax 0) for the
+    first ``hold`` training steps, while the running estimates are still meaningless, then rmax
+    and dmax relaxed linearly to their final values over ``relax`` steps. The layer counts its own
+    steps in ``num_batches_tracked``, a buffer checkpoints keep, so a resumed run goes on exactly.
+    hold = relax = 0: the final clips from the first step."""
 
-    def __init__(self, num_features: int, rmax: float = 3.0, dmax: float = 5.0, eps: float = 1e-5, momentum: float = 0.1):
+    def __init__(self, num_features: int, rmax: float = 3.0, dmax: float = 5.0, hold: int = 0, relax: int = 0,
+                 eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(num_features, eps=eps, momentum=momentum)
-        self.rmax, self.dmax = rmax, dmax
+        self.rmax, self.dmax, self.hold, self.relax = rmax, dmax, hold, relax
+
+    def clips(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """rmax and dmax at this step, as tensors: reading the step count would sync a GPU."""
+        step = self.num_batches_tracked - self.hold
+        t = (step / self.relax).clamp(0, 1) if self.relax else (step >= 0).float()
+        return 1 + (self.rmax - 1) * t, self.dmax * t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -33,8 +43,9 @@ class BatchRenorm2d(nn.BatchNorm2d):
         mean, var = wide(x).mean((0, 2, 3)), wide(x).var((0, 2, 3), unbiased=False)
         std = (var + self.eps).sqrt()
         running_std = (self.running_var + self.eps).sqrt()
-        r = (std.detach() / running_std).clamp(1 / self.rmax, self.rmax)
-        d = ((mean.detach() - self.running_mean) / running_std).clamp(-self.dmax, self.dmax)
+        rmax, dmax = (c.to(std.dtype) for c in self.clips())
+        r = (std.detach() / running_std).clamp(1 / rmax, rmax)
+        d = ((mean.detach() - self.running_mean) / running_std).clamp(-dmax, dmax)
         with torch.no_grad():
             count = x.numel() // x.shape[1]
             self.running_mean.lerp_(mean, self.momentum)
@@ -42,6 +53,9 @@ class BatchRenorm2d(nn.BatchNorm2d):
             self.num_batches_tracked += 1
         scale, shift = self.weight * r / std, self.bias + self.weight * (d - mean * r / std)
         return (x * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rmax={self.rmax:g}, dmax={self.dmax:g}, hold={self.hold}, relax={self.relax}"
 
 
 class FilterResponseNorm2d(nn.Module):
