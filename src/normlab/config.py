@@ -43,6 +43,8 @@ class TrainConfig:
                                           "searched per variant on the validation split", parse=number_or_auto)
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "on conv kernels only")
+    trust: float = option(0.1, "sgd: each kernel's gradient rescaled to TRUST x the kernel's norm before the step "
+                               "(a layer-wise trust ratio; 0: plain SGD, which small batches need: docs/sweeps.md)")
     schedule: str = option("onecycle", "onecycle, cosine or constant")
     dropout: float = option(0.0, "channel dropout after each conv block")
     seed: int = option(1, "first seed")
@@ -63,6 +65,8 @@ class TrainConfig:
             (not (self.lr == AUTO and self.val == 0), "--lr auto chooses on the validation split, and --val 0 turns it off",
              "drop --val 0, or pass a number to --lr"),
             (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
+            (math.isfinite(self.trust) and self.trust >= 0, f"--trust {self.trust} must not be negative",
+             "pass e.g. --trust 0.1, or --trust 0 for plain SGD"),
             (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),
             (self.val is None or self.val >= 0, f"--val {self.val} must not be negative", "pass e.g. --val 5000, or --val 0 for no validation split"),

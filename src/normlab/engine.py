@@ -194,7 +194,10 @@ def prepare_folder(exp: Experiment) -> dict | None:
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
     keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "variants")]
-    differs = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
+    # A run saved before an option existed trained with that option's default.
+    defaults = TrainConfig().to_dict()
+    differs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {wanted[k]!r}" for k in keys
+               if saved.get(k, defaults.get(k)) != wanted[k]]
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options, or start a new run with another --out")
