@@ -100,7 +100,8 @@ class Experiment:
         rule = (f"linear scaling: peak lr = {lr} x B / {REFERENCE_BATCH} "
                 f"({lr} at batch {REFERENCE_BATCH}; Goyal et al. 2017)") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
-                "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
+                "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir,
+                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in self.specs()))}
 
 
 def default_out(dataset: str, sweep: bool = False) -> Path:
@@ -183,7 +184,7 @@ def prepare_folder(exp: Experiment) -> dict | None:
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
-    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "variants")]
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "variants")]   # the last: derived
     differs = [f"{k} {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
