@@ -201,4 +201,4 @@ def test_the_momentum_a_run_uses_follows_the_momentum_option(fashion_dir):
         assert set(used) == {0.5} and cfg.momentum_text() == "momentum 0.5"
     finally:
         hook.remove()
-    assert small_config().momentum_text() == "momentum 0.95 -> 0.85 -> 0.95 against the lr (around 0.9)"
+    assert small_config().momentum_text() == "momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"

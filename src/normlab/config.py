@@ -100,7 +100,7 @@ class TrainConfig:
         cycle = self.momentum_cycle()
         name = "beta1" if self.optimizer == "adamw" else "momentum"
         return f"{name} {self.momentum:g}" if cycle is None else (
-            f"{name} {cycle[0]:g} -> {cycle[1]:g} -> {cycle[0]:g} against the lr (around {self.momentum:g})")
+            f"{name} {self.momentum:g} cycled {cycle[0]:g} -> {cycle[1]:g} -> {cycle[0]:g} against the lr")
 
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]
