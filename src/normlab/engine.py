@@ -373,10 +373,12 @@ LR_GRID = (1 / 8, 1 / 4, 1 / 2, 1, 2)   # x the default peak lr: 0.0125-0.2 for 
 # Successive halving in two rounds, each a run folder, every search run trained from scratch with
 # its own one-cycle schedule compressed into its epochs: (folder, share of the real epochs, lrs
 # trained). Round 1 trains every lr of LR_GRID, round 2 the best 2 of round 1 again, longer; the
-# choice is round 2's best. Round 1 alone (1 epoch at 10) chose 0.2, the largest rate, for every
-# norm, and ended ln 4.7 points below the default 0.1 (docs/recipe.md, "--lr auto, measured"):
-# a 1-epoch cycle rewards the rate that learns fastest, not the one that ends best.
-# Cost per variant: 5 x 10% + 2 x 30% of the epochs, 1.1 real runs.
+# choice is round 2's best. Why: round 1 alone (1 epoch per lr at 10 epochs) rewards the rate that
+# learns fastest in one compressed cycle. Under He init alone it chose 0.2 for ln (10 epochs: 68.6%;
+# 0.1: 75.1%); with the trust ratio it still chose 0.2, the largest rate, for ln, and put bn's best
+# two 3 of 400 validation images apart (0.05 50.5%, 0.1 49.75%), an order 3 epochs reversed (0.1
+# 78.5%, 0.05 76.0%; docs/recipe.md, "--lr auto, measured"). Cost per variant: 5 x 10% + 2 x 30%
+# of the epochs, 1.1 real runs (0.5 for round 1 alone).
 SEARCH_ROUNDS = (("lr-search", 0.1, len(LR_GRID)), ("lr-search-2", 0.3, 2))
 LR_SEARCH = SEARCH_ROUNDS[0][0]
 SEARCH_FOLDERS = {folder for folder, _, _ in SEARCH_ROUNDS}
