@@ -26,6 +26,7 @@ def test_compare_writes_the_run_folder(run_dir, fashion_dir):
     assert results["normlab"] == "0.1.0" and results["dataset"] == "fashion-mnist"
     assert results["config"]["epochs"] == 2 and results["config"]["variants"] == ["bn", "gn:2"]
     assert results["schema"] == 2 and results["config"]["axes"] == {} and results["config"]["data_fingerprint"].startswith("sha256:")
+    assert results["config"]["momentum_used"] == "momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"
     assert [(r["key"], r["variant"], r["axes"], r["lr"]) for r in results["runs"]] == [("bn-seed1", "bn", {}, 0.1), ("gn2-seed1", "gn:2", {}, 0.1)]
     for run in results["runs"]:
         assert run["status"] == "done" and run["seed"] == 1 and 0 < run["params"] < 20_000

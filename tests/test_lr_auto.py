@@ -1,5 +1,6 @@
-"""--lr auto: a per-variant lr search on the validation split, run by the engine as a grid of its
-own in <out>/lr-search, then the real runs at each variant's chosen lr.
+"""--lr auto: a per-variant lr search on the validation split, run by the engine as grids of their
+own (successive halving: every lr in <out>/lr-search, the best 2 per variant again, longer, in
+<out>/lr-search-2), then the real runs at each variant's chosen lr.
 
 Every training here is a `python -m normlab` process (one thread, as in test_resume), so runs
 that must agree are computed the same way.
@@ -16,13 +17,14 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_idx
-from normlab.engine import LR_GRID, Experiment
+from normlab.engine import LR_GRID, Experiment, search_epochs
 from normlab.config import TrainConfig
 from normlab.variants import Variant
 from test_resume import data, home, normlab, numbers   # noqa: F401 (fixtures: 256 training, 128 test images)
 
 # 230 training images after the 10% validation split: 7 steps of 32 per epoch. 3 epochs: the
-# search runs 1 epoch per lr (5 lrs x 2 variants: 70 steps), the real runs 2 x 3 epochs (42 steps).
+# search's round 1 runs 1 epoch per lr (5 lrs x 2 variants: 70 steps), its round 2 2 epochs for the
+# best 2 lrs of each variant (56 steps), the real runs 2 x 3 epochs (42 steps).
 STEPS = 7
 ARGS = ["compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "3", "--batch-size", "32", "--lr", "auto",
         "--device", "cpu"]
@@ -42,30 +44,50 @@ def results(out):
 
 def choices(out) -> dict:
     """Every choice the run made: each variant's lr, and each run's (search and real) best epoch."""
-    main, search = results(out), results(out / "lr-search")
+    main, search, second = results(out), results(out / "lr-search"), results(out / "lr-search-2")
     return {"lr": {v: r["lr"] for v, r in main["lr_search"]["variants"].items()},
-            "epochs": {r["key"]: r["final"]["best_val_epoch"] for r in main["runs"] + search["runs"]}}
+            "epochs": {(f, r["key"]): r["final"]["best_val_epoch"]
+                       for f, runs in (("main", main), ("1", search), ("2", second)) for r in runs["runs"]}}
+
+
+def score(run: dict) -> tuple:
+    """A search run's rank key: validation accuracy at its best-validation epoch, then the lower loss, the smaller lr."""
+    best = next(e for e in run["epochs"] if e["epoch"] == run["final"]["best_val_epoch"])
+    return best["val_acc"], -best["val_loss"], -run["axes"]["lr"]
 
 
 def test_the_chosen_lr_is_the_best_validation_accuracy_of_the_search(reference):
-    main, search = results(reference), results(reference / "lr-search")
+    main, search, second = results(reference), results(reference / "lr-search"), results(reference / "lr-search-2")
     record = main["lr_search"]
     assert record["folder"] == "lr-search" and record["epochs"] == 1 and len(record["grid"]) == len(LR_GRID)
+    assert [(r["folder"], r["epochs"], r["per_variant"]) for r in record["rounds"]] == [("lr-search", 1, 5), ("lr-search-2", 2, 2)]
+    assert record["cost_runs"] == round((5 * 1 + 2 * 2) / 3, 3)
     assert search["config"]["axes"] == {"lr": record["grid"]} and search["config"]["epochs"] == 1
+    assert second["config"]["epochs"] == 2
     assert all(r["status"] == "done" and len(r["epochs"]) == 1 for r in search["runs"]) and len(search["runs"]) == 10
+    assert all(r["status"] == "done" and len(r["epochs"]) == 2 for r in second["runs"]) and len(second["runs"]) == 4
     for variant in ("bn", "gn:2"):
-        runs = [r for r in search["runs"] if r["variant"] == variant]
-        scores = {r["axes"]["lr"]: (r["epochs"][0]["val_acc"], -r["epochs"][0]["val_loss"], -r["axes"]["lr"]) for r in runs}
+        first = sorted((r for r in search["runs"] if r["variant"] == variant), key=score, reverse=True)
+        finalists = [r for r in second["runs"] if r["variant"] == variant]
+        # Round 2 trains round 1's best 2 again, from scratch, longer; the choice is round 2's best.
+        assert sorted(r["axes"]["lr"] for r in finalists) == sorted(r["axes"]["lr"] for r in first[:2])
         chosen = record["variants"][variant]
-        assert chosen["lr"] == max(scores, key=scores.get)
+        assert chosen["lr"] == max(finalists, key=score)["axes"]["lr"]
         assert [(t["lr"], t["val_acc"], t["val_loss"]) for t in chosen["tried"]] == [
-            (r["axes"]["lr"], r["epochs"][0]["val_acc"], r["epochs"][0]["val_loss"]) for r in runs]
+            (r["axes"]["lr"], r["epochs"][0]["val_acc"], r["epochs"][0]["val_loss"]) for r in search["runs"] if r["variant"] == variant]
+        assert [(t["lr"], t["best_val_epoch"]) for t in chosen["round2"]] == [
+            (r["axes"]["lr"], r["final"]["best_val_epoch"]) for r in finalists]
         real = next(r for r in main["runs"] if r["variant"] == variant)
         assert real["lr"] == chosen["lr"] and real["status"] == "done" and real["epochs"][0]["lr"] < chosen["lr"]
     report = (reference / "report.md").read_text()
-    assert "## Learning rate search" in report and "by validation accuracy after 1 epoch" in report
+    assert "## Learning rate search" in report and "by validation accuracy after 1 epoch, then the best 2 after 2 epochs; " \
+        "search cost 3 runs per variant" in report
     assert "chosen by the same search on the validation split" in report
-    assert (reference / "lr-search" / "report.md").is_file()
+    assert (reference / "lr-search" / "report.md").is_file() and (reference / "lr-search-2" / "report.md").is_file()
+
+
+def test_each_round_is_longer_than_the_last_and_costs_a_share_of_the_real_runs():
+    assert [search_epochs(n) for n in (1, 2, 3, 10, 20)] == [[1], [1, 2], [1, 2], [1, 3], [2, 6]]
 
 
 def test_scrambled_test_labels_change_no_choice(reference, data, home, tmp_path):
@@ -86,33 +108,40 @@ def test_scrambled_test_labels_change_no_choice(reference, data, home, tmp_path)
 def test_a_kill_in_the_search_or_the_real_runs_resumes_to_the_same_choices(reference, data, home, tmp_path):
     out = tmp_path / "run"
     base = [*ARGS, "--data-dir", data, "--out", out]
-    proc = normlab(home, *base, kill=(f"step:{3 * STEPS + 2}", "KILL"))      # inside the 4th search run
+    proc = normlab(home, *base, kill=(f"step:{3 * STEPS + 2}", "KILL"))      # inside round 1's 4th run
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "results.json").exists() and (out / "lr-search" / "results.json").is_file()
-    proc = normlab(home, *base, "--resume", kill=(f"step:{7 * STEPS + STEPS + 3}", "KILL"))  # the 2nd real epoch
+    # Round 1's 7 runs left, then round 2's second run (2 epochs each), in its 2nd epoch.
+    proc = normlab(home, *base, "--resume", kill=(f"step:{7 * STEPS + 3 * STEPS + 2}", "KILL"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "results.json").exists() and (out / "lr-search-2" / "results.json").is_file()
+    proc = normlab(home, *base, "--resume", kill=(f"step:{5 * STEPS + STEPS + 3}", "KILL"))  # the 2nd real epoch
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert "lr_search" in results(out)
-    search = out / "lr-search" / "checkpoints"
-    stamps = {p.name: p.stat().st_mtime_ns for p in search.iterdir()}
+    stamps = {p: p.stat().st_mtime_ns for f in ("lr-search", "lr-search-2") for p in (out / f / "checkpoints").iterdir()}
     proc = normlab(home, *base, "--resume")
     assert proc.returncode == 0, proc.stderr
-    assert "lr search in" in proc.stdout and "is finished; not rerun" in proc.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in search.iterdir()} == stamps     # the search was not trained again
+    assert proc.stdout.count("is finished; not rerun") == 2
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) == 14     # the search was not trained again
     assert numbers(results(out)["runs"]) == numbers(results(reference)["runs"])
     assert results(out)["lr_search"] == results(reference)["lr_search"]
+    assert numbers(results(out / "lr-search-2")["runs"]) == numbers(results(reference / "lr-search-2")["runs"])
 
 
 def test_the_choice_follows_the_search_results_on_resume(reference, data, home, tmp_path):
-    """Make the worst lr of gn:2's search the best on validation: a resume reuses the search, chooses it."""
+    """Make the worst finalist of gn:2's round 2 the best on validation: a resume reuses the search, chooses it."""
     out = tmp_path / "run"
-    shutil.copytree(reference / "lr-search", out / "lr-search")
+    for folder in ("lr-search", "lr-search-2"):
+        shutil.copytree(reference / folder, out / folder)
     (out / "checkpoints").mkdir()
-    saved = results(out / "lr-search")
+    saved = results(out / "lr-search-2")
     runs = [r for r in saved["runs"] if r["variant"] == "gn:2"]
-    worst = min(runs, key=lambda r: r["epochs"][0]["val_acc"])
+    worst = min(runs, key=score)
     assert worst["axes"]["lr"] != results(reference)["lr_search"]["variants"]["gn:2"]["lr"]
-    worst["epochs"][0]["val_acc"] = worst["final"]["val_acc"] = 100.0
-    (out / "lr-search" / "results.json").write_text(json.dumps(saved))
+    for epoch in worst["epochs"]:
+        epoch["val_acc"] = 100.0
+    worst["final"]["val_acc"] = 100.0
+    (out / "lr-search-2" / "results.json").write_text(json.dumps(saved))
     proc = normlab(home, *ARGS, "--data-dir", data, "--out", out, "--resume")
     assert proc.returncode == 0, proc.stderr
     chosen = {r["variant"]: r["lr"] for r in results(out)["runs"]}

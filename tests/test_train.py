@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
@@ -179,3 +180,28 @@ def test_every_kernel_moves_by_the_same_fraction_of_its_norm(trust):
             assert abs(moved / before[name].norm().item() - 0.05 * trust) < 1e-5, name
         else:
             assert abs(moved - 0.05 * raw[name].norm().item()) < 1e-6, name
+
+
+def test_the_momentum_a_run_uses_follows_the_momentum_option(fashion_dir):
+    """OneCycleLR cycles the momentum by itself; the cycle is --momentum +- 0.05 (PyTorch's own
+    0.95 -> 0.85 -> 0.95 at the default 0.9), none at 0, and AdamW's beta1 follows it too."""
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    used: list[float] = []
+    hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: used.append(next(g["betas"][0] if "betas" in g else g["momentum"] for g in opt.param_groups)))
+    try:
+        for optimizer, momentum, low, high in [("sgd", 0.9, 0.85, 0.95), ("sgd", 0.5, 0.45, 0.55), ("sgd", 0.0, 0.0, 0.0),
+                                               ("adamw", 0.6, 0.55, 0.65), ("sgd", 0.98, 0.97, 0.99)]:
+            used.clear()
+            cfg = small_config(epochs=2, optimizer=optimizer, momentum=momentum)
+            assert train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu")).record["status"] == "done"
+            assert len(used) > 4 and abs(min(used) - low) < 2e-3 and abs(max(used) - high) < 1e-9, (optimizer, momentum)
+            assert used[0] == high and (high == low or min(used) < used[-1]), "high at the start, low near the lr's peak"
+            assert abs(sum(used) / len(used) - momentum) < 0.01, "the cycle's mean is the momentum asked for"
+        cfg = small_config(epochs=2, momentum=0.5, schedule="cosine")
+        used.clear()
+        train_run(Variant.parse("gn:4"), 3, cfg, train, test, torch.device("cpu"))
+        assert set(used) == {0.5} and cfg.momentum_text() == "momentum 0.5"
+    finally:
+        hook.remove()
+    assert small_config().momentum_text() == "momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"

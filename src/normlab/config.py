@@ -41,7 +41,7 @@ class TrainConfig:
     optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw")
     lr: float | str | None = option(None, "peak learning rate (default 0.1 for sgd, 0.004 for adamw), or auto: "
                                           "searched per variant on the validation split", parse=number_or_auto)
-    momentum: float = option(0.9, "SGD momentum")
+    momentum: float = option(0.9, "SGD momentum (AdamW: beta1); one-cycle cycles it +-0.05 around this value")
     weight_decay: float = option(5e-4, "on conv kernels only")
     trust: float = option(0.1, "sgd: each kernel's gradient rescaled to TRUST x the kernel's norm before the step "
                                "(a layer-wise trust ratio; 0: plain SGD, which small batches need: docs/sweeps.md)")
@@ -85,6 +85,26 @@ class TrainConfig:
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr not in (None, AUTO) else {"sgd": 0.1, "adamw": 0.004}[self.optimizer]
+
+    def momentum_cycle(self) -> tuple[float, float] | None:
+        """(high, low) of the one-cycle schedule's momentum, which it moves against the lr
+        (high at the start and end, low at the lr's peak); None where it stays at --momentum.
+
+        Symmetric about --momentum, so the run's mean momentum is the one asked for, and at the
+        default 0.9 it is PyTorch's own 0.95 -> 0.85 -> 0.95, the recipe measured in
+        docs/recipe.md. The swing shrinks near the ends to keep the cycle in [0, 1): none at 0,
+        where plain SGD was asked for."""
+        swing = min(0.05, self.momentum, (1 - self.momentum) / 2)
+        if self.schedule != "onecycle" or swing == 0:
+            return None
+        return round(self.momentum + swing, 6), round(self.momentum - swing, 6)
+
+    def momentum_text(self) -> str:
+        """How the momentum was used, for results.json and the report."""
+        cycle = self.momentum_cycle()
+        name = "beta1" if self.optimizer == "adamw" else "momentum"
+        return f"{name} {self.momentum:g}" if cycle is None else (
+            f"{name} {self.momentum:g} cycled {cycle[0]:g} -> {cycle[1]:g} -> {cycle[0]:g} against the lr")
 
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]

@@ -80,6 +80,7 @@ class Experiment:
     executor: object = field(default_factory=LocalExecutor)
     tensorboard: bool = False          # also write each epoch as TensorBoard events (normlab.tensorboard)
     lrs: dict[str, float] = field(default_factory=dict)   # --lr auto: variant -> its searched peak lr (scaled like --lr)
+    only: set | None = None            # --lr auto's second round: the (variant, lr) cells of the grid it trains
 
     def scaled(self) -> bool:
         return self.lr_scaling in RULES and "batch_size" in self.axes and "lr" not in self.axes
@@ -95,6 +96,8 @@ class Experiment:
             cfg = replace(self.cfg, **axes, seeds=1)
             for seed in self.cfg.seed_list():
                 for variant in self.variants:
+                    if self.only is not None and (str(variant), cfg.lr) not in self.only:
+                        continue
                     lr = self.lrs.get(str(variant), self.cfg.peak_lr if self.scaled() else cfg.lr)
                     lr = lr * self.lr_factor(cfg.batch_size) if self.scaled() else lr
                     parts = [f"{SHORT.get(k, k)}{v}" for k, v in axes.items()] + [variant.slug, f"seed{seed}"]
@@ -108,7 +111,8 @@ class Experiment:
         rule = (f"{self.lr_scaling} scaling: peak lr = {lr} x {factor.format(ref=REFERENCE_BATCH)} "
                 f"({lr} at batch {REFERENCE_BATCH}; {source})") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
-                "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir}
+                "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir,
+                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in self.specs()))}
 
 
 def default_out(dataset: str, sweep: bool = False) -> Path:
@@ -155,7 +159,7 @@ def holds_only_leftovers(out: Path) -> bool:
     """True for an empty folder, or one that a run killed before its first results.json left:
     its manifest and lock files, an empty checkpoints/ folder, temp files of unfinished writes."""
     for path in out.iterdir():
-        if path.name == LR_SEARCH and path.is_dir():
+        if path.name in SEARCH_FOLDERS and path.is_dir():
             continue                           # the --lr auto search of a run killed before its first results.json
         if path.name == CHECKPOINTS and path.is_dir():
             if not all(is_leftover(p) for p in path.iterdir()):
@@ -193,7 +197,7 @@ def prepare_folder(exp: Experiment) -> dict | None:
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
-    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "variants")]
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "variants")]   # the last: derived
     # A run saved before an option existed trained with that option's default.
     defaults = TrainConfig().to_dict()
     differs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {wanted[k]!r}" for k in keys
@@ -378,50 +382,106 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     return results
 
 
-# ---- --lr auto: a search on the validation split, run as a grid of its own ------------------------
+# ---- --lr auto: a search on the validation split, run as grids of their own ------------------------
 
-LR_SEARCH = "lr-search"                # the search's run folder, inside the run's
 LR_GRID = (1 / 8, 1 / 4, 1 / 2, 1, 2)   # x the default peak lr: 0.0125-0.2 for sgd
-# The search's budget: 5 lrs x this share of the real epochs each, so at most half of one real run
-# per variant (from 10 epochs; at least 1 epoch per lr). Its one-cycle schedule is compressed into them.
-SEARCH_SHARE = 0.1
-CHOSEN_BY = "validation accuracy at each search run's best-validation epoch (ties: lower validation loss, then the smaller lr)"
+# Successive halving in two rounds, each a run folder, every search run trained from scratch with
+# its own one-cycle schedule compressed into its epochs: (folder, share of the real epochs, lrs
+# trained). Round 1 trains every lr of LR_GRID, round 2 the best 2 of round 1 again, longer; the
+# choice is round 2's best. Why: round 1 alone (1 epoch per lr at 10 epochs) rewards the rate that
+# learns fastest in one compressed cycle. Under He init alone it chose 0.2 for ln (10 epochs: 68.6%;
+# 0.1: 75.1%); with the trust ratio it still chose 0.2, the largest rate, for ln, and put bn's best
+# two 3 of 400 validation images apart (0.05 50.5%, 0.1 49.75%), an order 3 epochs reversed (0.1
+# 78.5%, 0.05 76.0%; docs/recipe.md, "--lr auto, measured"). Cost per variant: 5 x 10% + 2 x 30%
+# of the epochs, 1.1 real runs (0.5 for round 1 alone).
+SEARCH_ROUNDS = (("lr-search", 0.1, len(LR_GRID)), ("lr-search-2", 0.3, 2))
+LR_SEARCH = SEARCH_ROUNDS[0][0]
+SEARCH_FOLDERS = {folder for folder, _, _ in SEARCH_ROUNDS}
+CHOSEN_BY = ("validation accuracy at each search run's best-validation epoch in the last round (ties: lower "
+             "validation loss, then the smaller lr)")
 
 
-def search_experiment(exp: Experiment) -> Experiment:
-    """The search grid of ``exp``: its variants x LR_GRID, one seed, a few epochs, at the base settings."""
+def search_epochs(epochs: int) -> list[int]:
+    """Each round's epochs per search run: at least 1, and each round longer than the last (at
+    most the real runs' epochs): a round that cannot be is left out (no second round at 1 epoch)."""
+    out = []
+    for _, share, _ in SEARCH_ROUNDS:
+        n = min(epochs, max(round(epochs * share), out[-1] + 1 if out else 1))
+        if out and n <= out[-1]:
+            break
+        out.append(n)
+    return out
+
+
+def search_experiment(exp: Experiment, step: int = 0, only: dict[str, list[float]] | None = None) -> Experiment:
+    """Round ``step`` + 1 of the search of ``exp``: its variants x LR_GRID (round 1), or each variant's
+    ``only`` lrs, one seed, a few epochs, at the base settings."""
     # In a batch-size sweep the searched lr is the rate at REFERENCE_BATCH, which the runs scale.
-    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=max(1, round(exp.cfg.epochs * SEARCH_SHARE)),
+    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=search_epochs(exp.cfg.epochs)[step],
                   batch_size=REFERENCE_BATCH if exp.scaled() else exp.cfg.batch_size)
-    return Experiment(exp.variants, cfg, exp.out / LR_SEARCH, {"lr": [round(cfg.peak_lr * f, 8) for f in LR_GRID]},
-                      "none", exp.data_dir, exp.resume, exp.overwrite, exp.executor)
+    grid = [round(cfg.peak_lr * f, 8) for f in LR_GRID]
+    cells = None if only is None else {(v, lr) for v, lrs in only.items() for lr in lrs}
+    out = exp.out / SEARCH_ROUNDS[step][0]
+    return Experiment(exp.variants, cfg, out, {"lr": [lr for lr in grid if cells is None or lr in {c[1] for c in cells}]},
+                      "none", exp.data_dir, exp.resume and out.is_dir(), exp.overwrite, exp.executor, only=cells)
 
 
 def search_lrs(exp: Experiment, log=print, then=None) -> dict:
-    """Run (or, on --resume, reuse) the search; set ``exp.lrs``; return what results.json records."""
-    search = search_experiment(exp)
-    previous = read_results(search.out) if exp.resume and (search.out / RESULTS).is_file() else None
-    if previous is not None:
-        check_resumable(previous, search)
-    if previous is not None and {r["key"] for r in previous["runs"] if is_finished(r["status"])} >= {s.key for s in search.specs()}:
-        log(f"normlab: the lr search in {search.out} is finished; not rerun")
-        results = previous
-    else:
-        log(f"normlab: --lr auto: searching {', '.join(f'{x:g}' for x in search.axes['lr'])} per variant, "
-            f"{plural(search.cfg.epochs, 'epoch')} each, on the validation split")
-        results = run_experiment(search, log, then)
-    record = {"folder": LR_SEARCH, "epochs": search.cfg.epochs, "grid": search.axes["lr"], "chosen_by": CHOSEN_BY,
-              "variants": {}}
-    for variant in map(str, exp.variants):
-        tried = []
-        for run in (r for r in results["runs"] if r["variant"] == variant):
-            best = run.get("final", {}).get("best_val_epoch")
-            epoch = next((e for e in run["epochs"] if e["epoch"] == best and "val_acc" in e), {})
-            tried.append({"lr": run["axes"]["lr"], "status": run["status"], "best_val_epoch": best,
-                          "val_acc": epoch.get("val_acc"), "val_loss": epoch.get("val_loss")})
-        done = [t for t in tried if t["status"] == "done" and t["val_acc"] is not None]   # a diverging lr is never chosen
-        chosen = max(done, key=lambda t: (t["val_acc"], -t["val_loss"], -t["lr"]))["lr"] if done else search.cfg.peak_lr
-        record["variants"][variant] = {"lr": chosen, "tried": tried, **({} if done else {"note": "every lr diverged: the default"})}
-        exp.lrs[variant] = chosen
+    """Run (or, on --resume, reuse) the search's rounds; set ``exp.lrs``; return what results.json records."""
+    variants = list(map(str, exp.variants))
+    rounds, tried, only = [], {}, None
+    for k, epochs in enumerate(search_epochs(exp.cfg.epochs)):
+        search = search_experiment(exp, k, only)
+        results = search_round(search, log, then)
+        tried = {v: search_table(results, v) for v in variants}
+        keep = SEARCH_ROUNDS[k + 1][2] if k + 1 < len(SEARCH_ROUNDS) else 1      # what the next round trains
+        only = {v: [t["lr"] for t in ranked(tried[v])[:keep]] for v in variants}
+        rounds.append({"folder": search.out.name, "epochs": epochs, "lrs": search.axes["lr"],
+                       "per_variant": SEARCH_ROUNDS[k][2], "tried": tried})
+        if not any(only.values()):
+            break                              # every lr diverged: nothing to train longer
+    first = rounds[0]
+    cost = sum(r["epochs"] * sum(len(t) for t in r["tried"].values()) for r in rounds) / len(variants) / exp.cfg.epochs
+    record = {"folder": LR_SEARCH, "epochs": first["epochs"], "grid": first["lrs"], "chosen_by": CHOSEN_BY,
+              "rounds": [{k: r[k] for k in ("folder", "epochs", "lrs", "per_variant")} for r in rounds],
+              "cost_runs": round(cost, 3), "variants": {}}
+    for v in variants:
+        best = ranked(rounds[-1]["tried"][v])
+        chosen = best[0]["lr"] if best else search_experiment(exp).cfg.peak_lr
+        record["variants"][v] = {"lr": chosen, "tried": first["tried"][v],
+                                 **({"round2": rounds[1]["tried"][v]} if len(rounds) > 1 else {}),
+                                 **({} if best else {"note": "every lr diverged: the default"})}
+        exp.lrs[v] = chosen
     log("normlab: chosen lr " + ", ".join(f"{v} {r['lr']:g}" for v, r in record["variants"].items()))
     return record
+
+
+def search_round(search: Experiment, log, then) -> dict:
+    """One round's results: trained, or on --resume, reused when every run of it is finished."""
+    previous = read_results(search.out) if search.resume and (search.out / RESULTS).is_file() else None
+    if previous is not None:
+        check_resumable(previous, search)
+        if {r["key"] for r in previous["runs"] if is_finished(r["status"])} >= {s.key for s in search.specs()}:
+            log(f"normlab: the lr search in {search.out} is finished; not rerun")
+            return previous
+    log(f"normlab: --lr auto: searching {', '.join(f'{x:g}' for x in search.axes['lr'])}"
+        f"{' per variant' if search.only is None else ' (each variant the best of the round before)'}, "
+        f"{plural(search.cfg.epochs, 'epoch')} each, on the validation split")
+    return run_experiment(search, log, then)
+
+
+def search_table(results: dict, variant: str) -> list[dict]:
+    """What each lr of ``variant`` reached in a search round, at its best-validation epoch."""
+    tried = []
+    for run in (r for r in results["runs"] if r["variant"] == variant):
+        best = run.get("final", {}).get("best_val_epoch")
+        epoch = next((e for e in run["epochs"] if e["epoch"] == best and "val_acc" in e), {})
+        tried.append({"lr": run["axes"]["lr"], "status": run["status"], "best_val_epoch": best,
+                      "val_acc": epoch.get("val_acc"), "val_loss": epoch.get("val_loss")})
+    return tried
+
+
+def ranked(tried: list[dict]) -> list[dict]:
+    """The finished search runs, best first; a diverging lr is never chosen."""
+    done = [t for t in tried if t["status"] == "done" and t["val_acc"] is not None]
+    return sorted(done, key=lambda t: (-t["val_acc"], t["val_loss"], t["lr"]))

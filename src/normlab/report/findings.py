@@ -163,32 +163,42 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
 
 
 def search_sentences(search: dict | None) -> dict[str, str]:
-    """variant -> "lr 0.02 chosen from 0.0125-0.2 by validation accuracy after 1 epoch", from
-    results.json's "lr_search" (``--lr auto``); {} without one."""
+    """variant -> "lr 0.05 chosen from 0.0125-0.2 by validation accuracy after 1 epoch, then the best 2
+    after 3 epochs; search cost 1.1 runs per variant", from results.json's "lr_search" (``--lr
+    auto``); {} without one."""
     if not search:
         return {}
-    grid = search["grid"]
+    grid, rounds = search["grid"], search.get("rounds", [{"epochs": search["epochs"]}])
+    how = f"after {plural(rounds[0]['epochs'], 'epoch')}" + "".join(
+        f", then the best {r['per_variant']} after {plural(r['epochs'], 'epoch')}"
+        for r in rounds[1:]) + (f"; search cost {search['cost_runs']:g} runs per variant" if "cost_runs" in search else "")
     return {v: f"lr {r['lr']:g} " + (r["note"] if "note" in r else
-                                     f"chosen from {min(grid):g}-{max(grid):g} by validation accuracy after "
-                                     f"{plural(search['epochs'], 'epoch')}")
+                                     f"chosen from {min(grid):g}-{max(grid):g} by validation accuracy {how}")
             for v, r in search["variants"].items()}
 
 
 def lr_search_section(search: dict | None) -> Section | None:
-    """--lr auto: what each variant reached on the validation split at each lr, and the choice."""
+    """--lr auto: what each variant reached on the validation split at each lr (and round), and the choice."""
     if not search:
         return None
+    rounds = search.get("rounds", [{"folder": search["folder"], "epochs": search["epochs"]}])
     cell = lambda t: "-" if t["val_acc"] is None else f"{t['val_acc']:.2f} ({t['val_loss']:.3f})"
-    rows = [[f"`{v}`"] + [f"**{cell(t)}**" if t["lr"] == r["lr"] else cell(t) for t in r["tried"]] + [f"{r['lr']:g}"]
-            for v, r in search["variants"].items()]
-    header = ["variant"] + [f"lr {t['lr']:g}" for t in next(iter(search["variants"].values()))["tried"]] + ["chosen lr"]
+    rows, header = [], ["variant", "round"] + [f"lr {lr:g}" for lr in search["grid"]] + ["chosen lr"]
+    for v, r in search["variants"].items():
+        for k, tried in enumerate([r["tried"], r.get("round2")][:len(rounds)]):
+            at = {t["lr"]: t for t in tried or []}
+            last = k == len(rounds) - 1               # the round that chose: its chosen cell in bold
+            mark = lambda lr: "" if lr not in at else f"**{cell(at[lr])}**" if last and lr == r["lr"] else cell(at[lr])
+            rows.append([f"`{v}`" if k == 0 else "", f"{k + 1} ({plural(rounds[k]['epochs'], 'epoch')})"]
+                        + [mark(lr) for lr in search["grid"]] + [f"{r['lr']:g}" if last else ""])
+    links = ", ".join(f"[{r['folder']}/report.md]({r['folder']}/report.md)" for r in rounds)
     return Section("Learning rate search", [
         Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items())),
-        Table(header, rows, numeric=set(range(1, len(header)))),
+        Table(header, rows, numeric=set(range(2, len(header)))),
         Paragraph(f"Validation accuracy % (validation loss) of each search run at its best-validation epoch, one seed, "
-                  f"{plural(search['epochs'], 'epoch')} each with the schedule compressed into them; chosen (bold) by "
-                  f"{search['chosen_by']}. The test set played no part. The search runs are a run folder of their "
-                  f"own: [{search['folder']}/report.md]({search['folder']}/report.md).")])
+                  f"each trained from scratch with the schedule compressed into its epochs"
+                  f"{'; round 2 trains the best lrs of round 1 again, longer' if len(rounds) > 1 else ''}; chosen (bold) by "
+                  f"{search['chosen_by']}. The test set played no part. Each round is a run folder of its own: {links}.")])
 
 
 def run_findings(run) -> list[str]:
