@@ -261,7 +261,7 @@ def test_local_workers_share_gpus_round_robin():
     (["--workers", "0"], "--workers 0 must be at least 1"),
     (["--executor", "slurm"], "unknown executor 'slurm'"),
     (["--ray-address", "auto"], "--ray-address is for --executor ray"),
-    (["--lr-scaling", "sqrt"], "unknown --lr-scaling 'sqrt'"),
+    (["--lr-scaling", "cube"], "unknown --lr-scaling 'cube'"),
     (["--train-limit", "0"], "--train-limit 0 must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, message, data, tmp_path, capsys):
