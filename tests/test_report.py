@@ -67,7 +67,7 @@ def test_compare_writes_every_figure_and_the_report(trained):
     for name in REPORT_FIGURES:
         assert f"{name}" in md
     assert "`bn`" in md and "`gn:2`" in md and "[explain.md](explain.md)" in md
-    assert "onecycle schedule, momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr, weight decay" in md
+    assert "onecycle schedule, momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr, trust ratio 0.1, weight decay" in md
     assert "![" in (out / "explain.md").read_text() and "explain.png" in (out / "explain.md").read_text()
     assert "Total mult-adds (M)" in summary and "Units." not in summary and "[1, 10]" in summary
 

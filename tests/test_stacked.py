@@ -17,7 +17,7 @@ EPOCH = 1
 
 
 def config(**overrides):
-    values = dict(dataset="fashion-mnist", epochs=2, batch_size=8, lr=0.05, seed=3)
+    values = dict(dataset="fashion-mnist", epochs=2, batch_size=8, lr=0.05, seed=3, trust=0.1)   # the per-model trust ratio is checked
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -51,7 +51,7 @@ def max_state_difference(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("variant, overrides", [
     ("bn", {}), ("gn:4", {}), ("ln", {}), ("in", {}), ("none", {}),
-    ("gn:4+l1=1e-3", {}), ("bn", {"dropout": 0.2}), ("ln", {"optimizer": "adamw", "lr": 0.01}),
+    ("gn:4+l1=1e-3", {}), ("bn", {"dropout": 0.2}), ("ln", {"optimizer": "adamw", "lr": 0.01}), ("gn:4", {"trust": None}),
 ])
 def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, overrides):
     train, _ = load_splits("fashion-mnist", fashion_dir)

@@ -54,6 +54,8 @@ def test_sweep_trains_every_cell_with_the_stated_lr(swept):
     results = json.loads((swept / "results.json").read_text())
     assert results["schema"] == 2 and results["config"]["axes"] == {"batch_size": SIZES}
     assert "lr = 0.1 x B / 128" in results["config"]["lr_rule"]
+    said = "trust ratio 0 (plain SGD) at batch 4; trust ratio 0.1 at batch 32"      # TrainConfig.trust_used
+    assert results["config"]["trust_used"] == said and said in (swept / "report.md").read_text()
     cells = results["runs"]
     assert {(c["axes"]["batch_size"], c["variant"], c["seed"]) for c in cells} == \
         {(b, v, s) for b in SIZES for v in NORMS for s in (1, 2)}

@@ -161,6 +161,12 @@ def test_recipe_note_says_when_a_ranking_rests_on_unequal_settings():
     assert "same search" in both and "ln: lr 0.02 chosen" in both
 
 
+def test_the_trust_ratio_is_on_from_batch_32_unless_told():
+    assert [small_config(batch_size=b).trust_used for b in (2, 16, 31, 32, 128)] == [0.0, 0.0, 0.0, 0.1, 0.1]
+    assert small_config(batch_size=2, trust=0.1).trust_used == 0.1
+    assert small_config(batch_size=128, trust=0.0).trust_used == 0.0
+
+
 @pytest.mark.parametrize("trust", [0.1, 0.3, 0.0])
 def test_every_kernel_moves_by_the_same_fraction_of_its_norm(trust):
     """The trust ratio: with plain SGD (no momentum, no decay) one step moves each kernel by

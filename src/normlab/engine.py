@@ -112,7 +112,18 @@ class Experiment:
                 f"({lr} at batch {REFERENCE_BATCH}; {source})") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
                 "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir,
-                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in self.specs()))}
+                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in self.specs())),
+                "trust_used": self.trust_text()}
+
+    def trust_text(self) -> str | None:
+        """The trust ratio the runs used (it may follow the batch size: TrainConfig.trust_used)."""
+        if self.cfg.optimizer != "sgd":
+            return None
+        sizes: dict[float, set] = {}
+        for spec in self.specs():
+            sizes.setdefault(spec.cfg.trust_used, set()).add(spec.cfg.batch_size)
+        return "; ".join(f"trust ratio {t:g}{' (plain SGD)' if t == 0 else ''}"
+                         + (f" at batch {', '.join(map(str, sorted(b)))}" if len(sizes) > 1 else "") for t, b in sizes.items())
 
 
 def default_out(dataset: str, sweep: bool = False) -> Path:
@@ -197,9 +208,10 @@ def prepare_folder(exp: Experiment) -> dict | None:
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
-    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "variants")]   # the last: derived
-    # A run saved before an option existed trained with that option's default.
-    defaults = TrainConfig().to_dict()
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "trust_used", "variants")]   # derived
+    # A run saved before an option existed trained with that option's default then (trust: 0.1 at
+    # every batch size, before trust_used chose by batch size).
+    defaults = {**TrainConfig().to_dict(), "trust": 0.1}
     differs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {wanted[k]!r}" for k in keys
                if saved.get(k, defaults.get(k)) != wanted[k]]
     if differs:

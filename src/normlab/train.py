@@ -114,8 +114,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=(cfg.momentum, 0.999), foreach=True)
     sgd = torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
-    if cfg.trust > 0:
-        sgd.register_step_pre_hook(trust_ratio(groups[0]["params"], models, cfg.trust))
+    if cfg.trust_used > 0:
+        sgd.register_step_pre_hook(trust_ratio(groups[0]["params"], models, cfg.trust_used))
     return sgd
 
 
@@ -128,9 +128,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch
 # 24,000: within 2.2; seed 2: 4.6 apart). At 10 epochs, test accuracy on the first 2,000 test images
 # (docs/recipe.md), He init without -> with: seed 1 ln 75.1 -> 78.0, gn:4 78.3 -> 81.0,
 # bn 84.3 -> 84.3, bn+l1 83.2 -> 85.6; seed 2 and images 20,000-24,000 gain 1-8 points for every
-# norm. TRUST 0.03 and 0.3 gave ln 76.6 and 77.4 (seed 1). (TrainConfig.trust; default 0.1.)
-# At small batches it costs every norm: batch 2, 20 epochs on 3,600 images, linear lr scaling,
-# 3 seeds: bn 75.9 / gn:4 75.4% with it, without (--trust 0) see docs/sweeps.md.
+# norm. TRUST 0.03 and 0.3 gave ln 76.6 and 77.4 (seed 1). At small batches it costs every norm,
+# so by default it is on from batch 32 only (TrainConfig.trust_used says why, with the numbers).
 
 
 def trust_ratio(kernels: list[nn.Parameter], models: int = 1, trust: float = 0.1):

@@ -138,7 +138,7 @@ def setup_paragraph(run) -> Paragraph:
         data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
     parts = [data, f"{plural(cfg.get('epochs', '?'), 'epoch')}, batch {cfg.get('batch_size', '?')}",
              f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, "
-             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}weight decay {cfg.get('weight_decay', '?')})", seed_text,
+             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})", seed_text,
              f"device {res.get('device_name') or res.get('device', '?')}",
              f"normlab {res.get('normlab', '?')}, torch {res.get('torch', '?')}"]
     when = res.get("started", "") + (f" to {res['finished']}" if res.get("finished") else "")

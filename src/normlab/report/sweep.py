@@ -249,7 +249,7 @@ def sweep_page(sweep: Sweep) -> Page:
     swept = "; ".join(f"{a} {', '.join(map(str, vals))}" for a, vals in sweep.axes.items())
     setup = (f"{cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images; "
              f"{plural(cfg.get('epochs'), 'epoch')} per run; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, "
-             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}weight decay {cfg.get('weight_decay')}){'; ' + cfg['lr_rule'] if cfg.get('lr_rule') else ''}; "
+             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay')}){'; ' + cfg['lr_rule'] if cfg.get('lr_rule') else ''}; "
              f"seeds {cfg.get('seed', 1)}-{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; "
              f"{done} of {plural(len(sweep.runs), 'run')} finished; executor {where}; driver "
              f"{results.get('device_name', '?')}, torch {results.get('torch', '?')}. Swept: {swept}.")
