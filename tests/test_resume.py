@@ -6,6 +6,7 @@ images, batch 32, so 8 steps per epoch and a few seconds per process. One thread
 numbers are bitwise repeatable on a CPU and the machine's other users keep their cores.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -296,18 +297,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def compare_with_two_workers(data, out, epochs: int) -> list[str]:
+    return ["compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", str(epochs), "--batch-size", "32",
+            "--workers", "2", "--data-dir", str(data), "--out", str(out)]
+
+
+@contextlib.contextmanager
+def two_workers_training(data, home, out, epochs: int, stderr):
+    """A compare in 2 local workers, yielded once a worker has trained an epoch (both are up):
+    the driver's Popen and the workers' pids."""
+    command = [sys.executable, "-m", "normlab", *compare_with_two_workers(data, out, epochs)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env(home)) as driver:
+        for line in driver.stdout:
+            if f"epoch  1/{epochs}" in line:
+                break
+        workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2, workers
+        yield driver, workers
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_workers_die_with_the_driver_and_hold_the_lock_until_then(data, home, tmp_path):
     from normlab.storage import folder_busy
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "normlab", "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "50",
-               "--batch-size", "32", "--workers", "2", "--data-dir", str(data), "--out", str(out)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env(home)) as driver:
-        for line in driver.stdout:
-            if "epoch  1/50" in line:         # a worker has trained an epoch: both are up
-                break
-        workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
-        assert len(workers) == 2, workers
+    with two_workers_training(data, home, out, 50, subprocess.DEVNULL) as (driver, workers):
         driver.kill()
         driver.wait(timeout=30)
         samples = []
@@ -332,13 +345,7 @@ def test_workers_die_with_the_driver_and_hold_the_lock_until_then(data, home, tm
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_a_killed_worker_gives_one_line_and_the_run_resumes(data, home, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "normlab", "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "30",
-               "--batch-size", "32", "--workers", "2", "--data-dir", str(data), "--out", str(out)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(home)) as driver:
-        for line in driver.stdout:
-            if "epoch  1/30" in line:
-                break
-        workers = [pid for pid in children(driver.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    with two_workers_training(data, home, out, 30, subprocess.PIPE) as (driver, workers):
         os.kill(workers[0], signal.SIGKILL)    # as the out-of-memory killer would
         stdout, stderr = driver.communicate(timeout=120)
     assert driver.returncode == 2, stderr
@@ -346,7 +353,7 @@ def test_a_killed_worker_gives_one_line_and_the_run_resumes(data, home, tmp_path
     assert "\n" not in err and "Traceback" not in err, err
     assert "a local worker process died while training" in err and "--resume" in err
     consistent_on_disk(out)
-    proc = normlab(home, *command[3:], "--resume")
+    proc = normlab(home, *compare_with_two_workers(data, out, 30), "--resume")
     assert proc.returncode == 0, proc.stderr
     assert all(r["status"] == "done" for r in consistent_on_disk(out)["runs"])
 

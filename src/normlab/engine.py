@@ -21,6 +21,7 @@ Learning rate of a batch-size sweep (when batch_size is an axis and lr is not): 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import platform
 import tempfile
@@ -47,7 +48,9 @@ from .variants import Variant
 
 REFERENCE_BATCH = 128
 LR_SCALINGS = ("linear", "sqrt", "none")
-RULES = {"linear": ("B / {ref}", "Goyal et al. 2017"), "sqrt": ("sqrt(B / {ref})", "Malladi et al. 2022")}
+# rule -> (the factor on the lr at batch B from its ratio B / REFERENCE_BATCH, that factor in words, source)
+RULES = {"linear": (lambda ratio: ratio, "B / {ref}", "Goyal et al. 2017"),
+         "sqrt": (math.sqrt, "sqrt(B / {ref})", "Malladi et al. 2022")}
 # Not axes: they pick the data, the seeds (an axis of their own) or where a run trains.
 NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "test_limit")
 SHORT = {"batch_size": "b"}                 # key parts: "b32-gn4-seed1", as sweeps always named them
@@ -86,8 +89,7 @@ class Experiment:
         return self.lr_scaling in RULES and "batch_size" in self.axes and "lr" not in self.axes
 
     def lr_factor(self, batch_size: int) -> float:
-        ratio = batch_size / REFERENCE_BATCH
-        return ratio if self.lr_scaling == "linear" else ratio ** 0.5
+        return RULES[self.lr_scaling][0](batch_size / REFERENCE_BATCH)
 
     def specs(self) -> list[Spec]:
         out = []
@@ -106,24 +108,24 @@ class Experiment:
         return out
 
     def config(self) -> dict:
+        specs = self.specs()
         lr = "each variant's searched lr" if self.cfg.lr == AUTO else f"{self.cfg.peak_lr:g}"
-        factor, source = RULES.get(self.lr_scaling, ("", ""))
+        _, factor, source = RULES.get(self.lr_scaling, (None, "", ""))
         rule = (f"{self.lr_scaling} scaling: peak lr = {lr} x {factor.format(ref=REFERENCE_BATCH)} "
                 f"({lr} at batch {REFERENCE_BATCH}; {source})") if self.scaled() else None
         return {**self.cfg.to_dict(), "variants": [str(v) for v in self.variants], "axes": self.axes,
                 "lr_scaling": self.lr_scaling if self.scaled() else "none", "lr_rule": rule, "data_dir": self.data_dir,
-                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in self.specs())),
-                "trust_used": self.trust_text()}
+                "momentum_used": "; ".join(dict.fromkeys(s.cfg.momentum_text() for s in specs)),
+                "trust_used": trust_text(specs) if self.cfg.optimizer == "sgd" else None}
 
-    def trust_text(self) -> str | None:
-        """The trust ratio the runs used (it may follow the batch size: TrainConfig.trust_used)."""
-        if self.cfg.optimizer != "sgd":
-            return None
-        sizes: dict[float, set] = {}
-        for spec in self.specs():
-            sizes.setdefault(spec.cfg.trust_used, set()).add(spec.cfg.batch_size)
-        return "; ".join(f"trust ratio {t:g}{' (plain SGD)' if t == 0 else ''}"
-                         + (f" at batch {', '.join(map(str, sorted(b)))}" if len(sizes) > 1 else "") for t, b in sizes.items())
+
+def trust_text(specs: list[Spec]) -> str:
+    """The trust ratio the runs used (it may follow the batch size: TrainConfig.trust_used)."""
+    sizes: dict[float, set] = {}
+    for spec in specs:
+        sizes.setdefault(spec.cfg.trust_used, set()).add(spec.cfg.batch_size)
+    return "; ".join(f"trust ratio {t:g}{' (plain SGD)' if t == 0 else ''}"
+                     + (f" at batch {', '.join(map(str, sorted(b)))}" if len(sizes) > 1 else "") for t, b in sizes.items())
 
 
 def default_out(dataset: str, sweep: bool = False) -> Path:

@@ -119,7 +119,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch
     return sgd
 
 
-# Every kernel's gradient is rescaled to TRUST times the kernel's norm before the SGD step (a
+# Every kernel's gradient is rescaled to config.TRUST times the kernel's norm before the SGD step (a
 # LARS-style layer-wise trust ratio): the lr then sets each layer's step relative to its size,
 # the same for the first block as for the last. With raw gradients an ln net's last blocks moved
 # 4x faster than its first (relative to their size) and broke down near the one-cycle peak: at 20
@@ -132,7 +132,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch
 # so by default it is on from batch 32 only (TrainConfig.trust_used says why, with the numbers).
 
 
-def trust_ratio(kernels: list[nn.Parameter], models: int = 1, trust: float = 0.1):
+def trust_ratio(kernels: list[nn.Parameter], models: int, trust: float):
     """The SGD step pre-hook that rescales each kernel's gradient to trust * |kernel| (with
     ``models`` > 1, each model's slice of a stacked kernel by its own norms)."""
     @torch.no_grad()
