@@ -223,14 +223,46 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def edit_json(path: Path, change) -> None:
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+def damage_a_weight(folder: Path) -> None:
+    """A checkpoint that loads but whose weights overflow every logit (one kernel x 1e30): the
+    report recomputing misclassified.json from it must refuse, not write NaN confidences."""
+    import torch
+    (folder / "misclassified.json").unlink()
+    path = folder / "checkpoints" / "gn2-seed1.pt"
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("conv.weight"))
+    state["model"][name] *= 1e30
+    torch.save(state, path)
+
+
 @pytest.mark.parametrize("damage, words", [
     (lambda d: (d / "results.json").unlink(), "holds no normlab run"),
     (lambda d: (d / "results.json").write_text("{not json"), "is not valid JSON"),
     (lambda d: (d / "results.json").write_text('{"runs": []}'), "is not a normlab results file"),
     (lambda d: (d / "results.json").write_text(json.dumps({
         "schema": 2, "dataset": "fashion-mnist", "config": {"axes": {}, "variants": ["bn"]},
-        "runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "axes": {}, "status": "done", "epochs": [{"epoch": 1}]}]})),
+        "runs": [{"key": "bn-seed1", "variant": "bn", "seed": 1, "axes": {}, "status": "done", "epochs": [{"epoch": 1}],
+                  "final": {}, "seconds": 1.0, "params": 100}]})),
      "has an epoch without its losses"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["config"].update(batch_size=[1, 2])), "config batch_size is [1, 2], not int"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["config"].update(lr=-1)), "config: --lr -1 must be a positive number"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["config"].pop("batch_size") and r["config"].update(weight_decay="x")),
+     "config weight_decay is 'x', not float"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["config"]["variants"].append("")), "config.variants: cannot read variant ''"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["runs"][0].update(params=0)), "runs[0] has no valid 'params'"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["runs"][0].pop("seconds")), "runs[0] has no valid 'seconds'"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["config"].update(momentum_used={"a": 1})), "config.momentum_used is not text"),
+    (lambda d: edit_json(d / "results.json", lambda r: r.update(lr_search={"grid": []})), "lr_search is not a table"),
+    (lambda d: edit_json(d / "results.json", lambda r: r["runs"][0].update(axes={"batch_size": 2})
+                         or r["config"].update(axes={"batch_size": [2, [3]]}) or r["runs"][1].update(axes={"batch_size": [3]})),
+     "runs[1] (gn:2): config batch_size is [3], not int"),
+    (damage_a_weight, "gives non-finite outputs on the test set"),
 ])
 def test_report_of_a_broken_folder_is_one_line_and_exit_2(trained, tmp_path, capsys, damage, words):
     copy = tmp_path / "copy"

@@ -133,6 +133,26 @@ def config_fields() -> list:
             for f in fields(TrainConfig)]
 
 
+KINDS = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+         "str": lambda v: isinstance(v, str), "None": lambda v: v is None}
+
+
+def saved_config_problem(saved: dict) -> str | None:
+    """What makes the training options saved in a results.json unusable (a wrong type, a value
+    --lr or --batch-size would refuse), or None; options it does not name keep their defaults."""
+    known = {f.name: str(f.type).split(" | ") for f in fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in known}
+    for name, value in values.items():
+        if not any(KINDS[kind](value) for kind in known[name]):
+            return f"config {name} is {value!r}, not {' or '.join(known[name])}"
+    try:
+        TrainConfig(**values).validate()
+    except UserError as e:
+        return f"config: {e.what}"
+    return None
+
+
 def parse_value(name: str, text: str):
     """A field's value from text ('0.01' for lr), or a one-line UserError."""
     kind = next((kind for n, kind, _, _ in config_fields() if n == name), None)

@@ -20,6 +20,7 @@ import torch
 from .data import Dataset, dataset_info, load_dataset
 from .data.batches import Normalizer
 from .checkpoints import read_checkpoint
+from .config import saved_config_problem
 from .errors import UserError
 from .models import build_model
 from .storage import read_json, write_json, write_text
@@ -96,6 +97,40 @@ def whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def text(x) -> bool:
+    return x is None or isinstance(x, str)
+
+
+TEXTS = ("normlab", "device", "device_name", "torch", "started", "finished")     # what the reports print
+CONFIG_TEXTS = ("lr_scaling", "lr_rule", "data_dir", "momentum_used", "trust_used")
+
+
+def variant_problem(name: str) -> str | None:
+    try:
+        Variant.parse(name)
+    except UserError as e:
+        return f"config.variants: {e.what}"
+    return None
+
+
+def lr_search_problem(search) -> str | None:
+    """--lr auto's record (engine.search_lrs), as the report reads it, or None when it is fine or absent."""
+    if search is None:
+        return None
+    tried = lambda ts: isinstance(ts, list) and all(
+        isinstance(t, dict) and number(t.get("lr")) and all(t.get(k) is None or number(t[k]) for k in ("val_acc", "val_loss"))
+        for t in ts)
+    rounds = search.get("rounds", [search]) if isinstance(search, dict) else None
+    ok = (isinstance(rounds, list) and rounds and isinstance(search.get("grid"), list) and search["grid"]
+          and all(number(x) for x in search["grid"]) and number(search.get("cost_runs", 0))
+          and all(isinstance(r, dict) and whole(r.get("epochs")) and isinstance(r.get("folder"), str)
+                  and whole(r.get("per_variant", 1)) for r in rounds)
+          and isinstance(search.get("variants"), dict)
+          and all(isinstance(r, dict) and number(r.get("lr")) and tried(r.get("tried")) and tried(r.get("round2", []))
+                  and isinstance(r.get("note", ""), str) for r in search["variants"].values()))
+    return None if ok else "lr_search is not a table of the searched lrs"
+
+
 def results_problem(results) -> str | None:
     """What makes ``results`` unreadable as a normlab results.json (schema 2), or None."""
     if not isinstance(results, dict):
@@ -110,19 +145,38 @@ def results_problem(results) -> str | None:
         return "config.axes is not an object of lists"
     if not (isinstance(config.get("variants"), list) and all(isinstance(v, str) for v in config["variants"])):
         return "config.variants is not a list of names"
+    problem = (saved_config_problem(config) or lr_search_problem(results.get("lr_search"))
+               or next(filter(None, map(variant_problem, config["variants"])), None))
+    if problem:
+        return problem
+    bad = [k for k in TEXTS if not text(results.get(k))] + [f"config.{k}" for k in CONFIG_TEXTS if not text(config.get(k))]
+    if bad:
+        return f"{bad[0]} is not text"
+    executor = results.get("executor", {})
+    if not (isinstance(executor, dict) and text(executor.get("executor")) and whole(executor.get("workers", 1))):
+        return "executor is not an object with a name and a number of workers"
+    if not all(config.get(k) is None or whole(config[k]) and config[k] >= 0 for k in ("train_size", "val_size", "test_size")):
+        return "config's image counts are not whole numbers"
     if not isinstance(results.get("runs"), list):
         return "no 'runs' list"
     for i, run in enumerate(results["runs"]):
         if not isinstance(run, dict):
             return f"runs[{i}] is not an object"
+        started = isinstance(run.get("epochs"), list) and run["epochs"]      # a trained run has all of these
+        optional = {} if started else {"seconds": 0, "params": 1, "final": {}}
         bad = [k for k, ok in (("key", isinstance(run.get("key"), str) and SAFE_KEY.fullmatch(run["key"])),
-                               ("variant", isinstance(run.get("variant"), str)), ("seed", whole(run.get("seed"))),
+                               ("variant", run.get("variant") in config["variants"]), ("seed", whole(run.get("seed"))),
                                ("status", isinstance(run.get("status"), str)), ("epochs", isinstance(run.get("epochs"), list)),
                                ("axes", isinstance(run.get("axes"), dict) and run["axes"].keys() == axes.keys()),
-                               ("final", isinstance(run.get("final", {}), dict)), ("seconds", number(run.get("seconds", 0))),
-                               ("params", whole(run.get("params", 0))), ("lr", number(run.get("lr", 0)))) if not ok]
+                               ("final", isinstance(run.get("final", optional.get("final")), dict)),
+                               ("seconds", number(run.get("seconds", optional.get("seconds")))),
+                               ("params", whole(run.get("params", optional.get("params"))) and run.get("params", 1) >= 1),
+                               ("lr", number(run.get("lr", 0)))) if not ok]
         if bad:
             return f"runs[{i}] has no valid {bad[0]!r}"
+        problem = saved_config_problem({**config, **run["axes"]})
+        if problem:
+            return f"runs[{i}] ({run['variant']}): {problem}"
         for e in run["epochs"]:
             if not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS):
                 return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"

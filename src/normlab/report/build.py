@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import TrainConfig
 from ..data import dataset_info
+from ..errors import UserError
 from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
 from ..stats import spread as stats_spread
 from ..storage import write_json, write_text
@@ -55,6 +57,9 @@ def fill_misclassified(run: Run, test) -> None:
     for variant in todo:
         model = run.load_model(variant, run.record(variant)["seed"])
         result = evaluate(model, test.images, test.labels, Normalizer(test.info, torch.device("cpu")), keep_predictions=True)
+        if not torch.isfinite(result.confidences).all():      # a damaged weight can overflow every logit
+            raise UserError(f"{run.checkpoint_path(variant, run.record(variant)['seed'])} gives non-finite outputs on "
+                            "the test set, so its weights are damaged", "delete it to retrain that variant")
         mistakes[variant] = most_confident_mistakes(result.predictions, result.confidences, test.labels)
     write_json(run.folder / MISCLASSIFIED, mistakes)
 
@@ -148,7 +153,7 @@ def setup_paragraph(run) -> Paragraph:
 def norm_layers_section(run) -> Section:
     """The run's own norm layers (a short table); the generic worked example is explain.md."""
     from ..explain.network import net_table, table_markdown
-    table = table_markdown(net_table(run.dataset, run_variants(run), run.config["batch_size"]), 3)
+    table = table_markdown(net_table(run.dataset, run_variants(run), run.config.get("batch_size", TrainConfig.batch_size)), 3)
     table = table.split("\n", 2)[2]                  # its own heading is this section's title
     return Section("Normalization layers in this net", [
         Paragraph(f"How each normalization computes its statistics, worked by hand on a small input and checked "
