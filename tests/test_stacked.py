@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import make_idx_dataset
-from normlab import stacked
+from normlab import norms, stacked
 from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
 from normlab.stacked import StackedTraining, can_stack, plan_stacks, stacked_epoch, train_stack
@@ -52,6 +52,7 @@ def max_state_difference(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("variant, overrides", [
     ("bn", {}), ("gn:4", {}), ("ln", {}), ("in", {}), ("none", {}),
     ("gn:4+l1=1e-3", {}), ("bn", {"dropout": 0.2}), ("ln", {"optimizer": "adamw", "lr": 0.01}), ("gn:4", {"trust": None}),
+    ("frn", {}), ("gn:4+ws", {}), ("brn", {}),
 ])
 def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, overrides):
     train, _ = load_splits("fashion-mnist", fashion_dir)
@@ -66,6 +67,18 @@ def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, ove
                 assert (mine["optimizer"]["state"][index][key].double() - value.double()).abs().max() < 1e-9
         assert mine["optimizer"]["param_groups"] == theirs["optimizer"]["param_groups"]
         assert mine["schedule"] == theirs["schedule"]
+
+
+def test_stacked_brn_with_its_clips_on_equals_separate_brn(fashion_dir, monkeypatch):
+    """From step 1 with the paper's final clips (no warm-up), so r and d differ from 1 and 0 and
+    each model's running statistics enter its own step."""
+    monkeypatch.setattr(norms, "HOLD", 0)
+    monkeypatch.setattr(norms, "RELAX", 0)
+    train, _ = load_splits("fashion-mnist", fashion_dir)
+    separate, together, separate_states, stacked_states = step_both_ways("brn", config(), train)
+    assert (separate - together).abs().max() < 1e-9
+    for mine, theirs in zip(stacked_states, separate_states):
+        assert max_state_difference(mine["model"], theirs["model"]) < 1e-9
 
 
 def test_the_comparison_sees_norm_groups_that_straddle_two_models(fashion_dir, monkeypatch):
@@ -84,7 +97,7 @@ def test_the_comparison_sees_norm_groups_that_straddle_two_models(fashion_dir, m
 
 
 def test_which_variants_stack():
-    assert all(can_stack(Variant.parse(v)) for v in ("bn", "gn:4", "ln", "in", "none", "bn+l1"))
+    assert all(can_stack(Variant.parse(v)) for v in ("bn", "gn:4", "ln", "in", "none", "bn+l1", "brn", "frn", "gn:4+ws"))
     assert not can_stack(Variant.parse("ln-elem"))     # LayerNorm([C, H, W]) normalizes across models
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from .data import Dataset
 from .data.batches import Normalizer, TrainBatches
 from .errors import UserError
+from .layers import BatchRenorm2d, FilterResponseNorm2d, WSConv2d
 from .models import build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
@@ -71,11 +72,16 @@ class StackedDropout2d(nn.Module):
 def widen(layer: nn.Module, k: int, generators: list[torch.Generator]) -> nn.Module:
     """The layer that does ``layer``'s work for K models side by side along channels."""
     kind = type(layer)
-    if kind is nn.Conv2d:
-        return nn.Conv2d(layer.in_channels * k, layer.out_channels * k, layer.kernel_size, layer.stride, layer.padding,
-                         layer.dilation, layer.groups * k, layer.bias is not None, layer.padding_mode)
+    if kind in (nn.Conv2d, WSConv2d):      # WS standardizes each output channel's kernel: a grouped conv's too
+        return kind(layer.in_channels * k, layer.out_channels * k, layer.kernel_size, layer.stride, layer.padding,
+                    layer.dilation, layer.groups * k, layer.bias is not None, layer.padding_mode)
     if kind in (nn.BatchNorm2d, nn.InstanceNorm2d):
         return kind(layer.num_features * k, layer.eps, layer.momentum, layer.affine, layer.track_running_stats)
+    if kind is BatchRenorm2d:              # per channel, and its step count is the same in every model
+        return BatchRenorm2d(layer.num_features * k, layer.rmax, layer.dmax, layer.hold, layer.relax, layer.eps,
+                             layer.momentum)
+    if kind is FilterResponseNorm2d and layer.eps_l is None:     # per sample and channel; a learned eps is per model
+        return FilterResponseNorm2d(layer.num_features * k, layer.eps)
     if kind is nn.GroupNorm:
         return nn.GroupNorm(layer.num_groups * k, layer.num_channels * k, layer.eps, layer.affine)
     if kind is nn.Dropout2d and not layer.inplace:
