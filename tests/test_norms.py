@@ -137,6 +137,21 @@ def test_frn_replaces_the_relu_and_brn_is_a_batchnorm_at_eval():
     assert all(isinstance(m.norm, BatchRenorm2d) for m in build_model("brn", "cifar10") if hasattr(m, "norm"))
 
 
+def test_brn_running_estimates_move_at_a_hundredth_per_step_and_bn_at_a_tenth():
+    """brn's running average is slower than BatchNorm's: at batch 2 its r and d corrected toward
+    noise with 0.1 (norms.BRN_MOMENTUM has the measurements)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 28, 28) * 3 + 2
+    for name, rate in (("brn", 0.01), ("bn", 0.1)):
+        model = build_model(name, "fashion-mnist").train()
+        first = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        seen = {}
+        first.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0].detach().clone()))
+        model(x)
+        batch_mean = seen["x"].mean((0, 2, 3))
+        torch.testing.assert_close(first.running_mean, rate * batch_mean, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["brn", "frn", "gn:8+ws"])
 def test_new_norms_train_under_bf16_autocast(name):
     """CUDA runs autocast to bf16 (train.autocast); CPU autocast feeds the layers the same dtypes."""

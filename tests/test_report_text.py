@@ -134,7 +134,7 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
     panels = [ax for ax in fig.axes if ax.get_lines()]
     assert [ax.get_title() for ax in panels] == ["batch_size = 8", "batch_size = 32"]
     assert all(ax.get_xscale() == "log" for ax in panels)
-    assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["BatchNorm (bn), 3 seeds",
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["BatchNorm (bn), 3 seeds",
                                                                          "GroupNorm, 4 groups (gn:4), 3 seeds"]
     rows = (folder / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("lr,batch_size,variant,seeds_done") and len(rows) == 1 + 8

@@ -341,7 +341,7 @@ def test_a_sweep_is_a_run_like_any_other(swept):
     assert run.load_model("gn:2", 2, batch_size=32).training is False
     fig = plot_sweep(run.results)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "32"]
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["BatchNorm (bn), 2 seeds",
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["BatchNorm (bn), 2 seeds",
                                                                            "GroupNorm, 2 groups (gn:2), 2 seeds"]
 
 

@@ -18,7 +18,7 @@ class BatchRenorm2d(nn.BatchNorm2d):
     r = clip(sigma_B / sigma, 1/rmax, rmax) and d = clip((mu_B - mu) / sigma, -dmax, dmax),
     mu and sigma the running estimates, r and d treated as constants (no gradient). Evaluation is
     BatchNorm's (running estimates), which are kept as BatchNorm keeps them (unbiased variance,
-    momentum 0.1), so a trained brn layer evaluates exactly like a bn one.
+    a moving average at rate ``momentum``; normlab's ``brn`` uses 0.01, see norms.BRN_MOMENTUM).
 
     The clips follow the paper's warm-up (its sec. 4): plain BatchNorm (rmax 1, dmax 0) for the
     first ``hold`` training steps, while the running estimates are still meaningless, then rmax

@@ -140,7 +140,8 @@ def plot_sweep(sweep):
     variants = list(dict.fromkeys(p.variant for p in pts))
     colors = variant_colors(variants)
     with rc_context(FONT):
-        fig = new_figure(min(7.5 * len(panels), 22), 5.2)
+        # Wider for more than three variants: their legend goes in two columns under the plot.
+        fig = new_figure(min(max(7.5 * len(panels), 10 if len(variants) > 3 else 0), 22), 6.2)
         axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
         for ax, rest in zip(axes, panels):
             for k, v in enumerate(variants):
@@ -163,7 +164,10 @@ def plot_sweep(sweep):
             ax.set_title(", ".join(f"{a} = {val}" for a, val in zip(names[1:], rest)), fontsize=11)
             ax.grid(True, alpha=0.3)
         axes[0].set_ylabel(metric_label(sweep))
-        axes[0].legend(title="mean ± std over seeds")
+        # Below the plot, not on it: with six variants a legend inside covered their lines.
+        shown = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.legend(list(shown.values()), list(shown), title="mean ± std over seeds", loc="outside lower center",
+                   ncols=2 if len(shown) > 3 else 1, fontsize=10)
         cfg = sweep.results["config"]
         fig.suptitle(f"{title_of(sweep.results)}: test error against {x_axis.replace('_', ' ')}, "
                      f"{plural(cfg.get('epochs'), 'epoch')} per run")
