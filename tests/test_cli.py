@@ -10,7 +10,9 @@ import torch
 
 from conftest import make_idx_dataset, run_cli
 from normlab import load_run
+from normlab.cli import print_outcome
 from normlab.runs import metrics_csv
+from normlab.train import final_metrics
 
 
 @pytest.fixture
@@ -39,6 +41,21 @@ def test_compare_writes_the_run_folder(run_dir, fashion_dir):
     for name in ("bn-seed1.pt", "gn2-seed1.pt"):
         state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
         assert "model" in state
+
+
+def test_the_table_on_screen_shows_the_epoch_validation_chose(run_dir, capsys):
+    results = json.loads((run_dir / "results.json").read_text())
+    bn, gn = results["runs"]
+    bn["epochs"][0]["val_acc"] = 100.0                       # validation now prefers bn's first epoch
+    bn.update(final_metrics(bn["epochs"]))
+    capsys.readouterr()
+    print_outcome(results, run_dir)
+    lines = capsys.readouterr().out.splitlines()
+    for run, epoch in ((bn, bn["epochs"][0]), (gn, gn["epochs"][gn["final"]["best_val_epoch"] - 1])):
+        row = next(line.split() for line in lines if line.startswith(run["variant"] + " "))
+        assert row[3:6] == [str(epoch["epoch"]), f"{epoch['test_acc']:.2f}%", f"{epoch['test_loss']:.4f}"]
+    assert bn["final"]["best_val_epoch"] == 1 and bn["final"]["test_acc"] == bn["epochs"][-1]["test_acc"]
+    assert any(line.startswith("epoch: chosen by validation accuracy on ") for line in lines)
 
 
 def test_misclassified_are_really_misclassified(run_dir, fashion_dir):

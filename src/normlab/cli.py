@@ -164,15 +164,19 @@ def continue_command(args, out: Path) -> tuple[str, bool]:
 
 
 def print_outcome(results: dict, out: Path) -> None:
+    from .runs import chosen_epoch
     axes = list(results["config"]["axes"])
     print(f"\n{'variant':<14} {'seed':>4} " + "".join(f"{a:>12} " for a in axes)
-          + f"{'params':>7} {'test acc':>9} {'test loss':>9} {'seconds':>8}  status")
+          + f"{'params':>7} {'epoch':>5} {'test acc':>9} {'test loss':>9} {'seconds':>8}  status")
     for run in results["runs"]:
-        final = run.get("final", {})
-        acc = f"{final['test_acc']:8.2f}%" if final else f"{'-':>9}"
-        loss = f"{final['test_loss']:9.4f}" if final else f"{'-':>9}"
+        chosen = chosen_epoch(run)
+        shown = (f"{chosen['epoch']:>5} {chosen['test_acc']:8.2f}% {chosen['test_loss']:9.4f}" if chosen
+                 else f"{'-':>5} {'-':>9} {'-':>9}")
         print(f"{run['variant']:<14} {run['seed']:>4} " + "".join(f"{run['axes'][a]!s:>12} " for a in axes)
-              + f"{run.get('params', 0):>7,} {acc} {loss} {run.get('seconds', 0):8.1f}  {run['status']}")
+              + f"{run.get('params', 0):>7,} {shown} {run.get('seconds', 0):8.1f}  {run['status']}")
+    held = results["config"].get("val_size")
+    print(f"\nepoch: chosen by validation accuracy on {held:,} held-out training images" if held
+          else "\nepoch: the last (no validation split)", end="; test acc and loss are that epoch's\n")
     print(f"\nrun folder: {out}")
     if (out / "report.html").exists():
         print(f"report:     {out / 'report.html'}")

@@ -37,7 +37,7 @@ from .errors import UserError
 from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .norms import shipped
-from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, is_finished, limit,
+from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, chosen_epoch, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
 from .tensorboard import EventLog, summary_writer
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
@@ -375,8 +375,10 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
         finished.append(time.perf_counter() - started)
         left = len(todo) - len(finished)
         eta = f", about {finished[-1] / len(finished) * left:.0f} s left" if left else ""
-        final = record.get("final", {})
-        acc = f"test acc {final['test_acc']:.2f}%" if final else "no finished epoch"
+        chosen = chosen_epoch(record)
+        acc = (f"test acc {chosen['test_acc']:.2f}% at epoch {chosen['epoch']}"
+               + (f" (last {record['epochs'][-1]['test_acc']:.2f}%)" if chosen is not record["epochs"][-1] else "")
+               if chosen else "no finished epoch")
         log(f"[{skipped + len(finished)}/{total}] {spec.label}: {acc}, {record['status']} "
             f"({record.get('seconds', 0):.1f} s){eta}")
 

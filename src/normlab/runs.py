@@ -68,6 +68,14 @@ def most_confident_mistakes(predictions: torch.Tensor, confidences: torch.Tensor
             for i in wrong[:k]]
 
 
+def chosen_epoch(run: dict) -> dict | None:
+    """The epoch a run is judged by: the one validation chose (final.best_val_epoch; the last
+    epoch without a validation split), so the screen shows the number the report ranks by and
+    never a test-chosen one. None before the first epoch."""
+    epochs, best = run.get("epochs") or [], run.get("final", {}).get("best_val_epoch")
+    return next((e for e in epochs if e.get("epoch") == best), epochs[-1] if epochs else None)
+
+
 def metrics_csv(results: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
