@@ -146,6 +146,19 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
     assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
 
 
+def test_a_sweep_over_epochs_judges_each_run_by_its_own_last_quarter(tmp_path):
+    # 4 and 8 epochs swept (config.epochs keeps the default 20): the 4-epoch runs still gain 5
+    # points in their last epoch, the 8-epoch runs are flat in their last 2.
+    short, long = [50, 60, 70, 75], [50, 60, 70, 80, 84, 85, 85, 85]
+    axes = {"epochs": [4, 8]}
+    runs = [record("bn", s, [a - 1 for a in val], val=val, epochs=e) for e, val in ((4, short), (8, long)) for s in (1, 2)]
+    folder = write_run(tmp_path / "sweep", runs, epochs=20, seeds=2, axes=axes, train_size=512, test_size=256)
+    md = report(folder)
+    assert "converged when the last quarter of its epochs raised" in md and "last 5 epochs" not in md
+    assert "the direct check is the error along the swept epochs above" in md and "--over epochs=20,40" not in md
+    assert "2 of 4 runs had not converged" in md and "| 4 | `bn` | 2 of 2 | 5.00 |" in md
+
+
 def test_a_sweep_says_which_runs_had_not_converged(tmp_path):
     # 8 epochs: the last quarter is epochs 7-8. bn's validation curve is flat by then; gn:4's
     # seed 2 still gains 3 points in it (judged on validation accuracy, the test curve is the same for both).
@@ -158,6 +171,7 @@ def test_a_sweep_says_which_runs_had_not_converged(tmp_path):
     md = report(folder)
     assert "## Did every run converge?" in md and "last 2 epochs (the last quarter)" in md
     assert "1 of 8 runs had not converged" in md
+    assert "The one-cycle schedule anneals the lr" in md and "`--over epochs=8,16`" in md
     assert "| 8 | `gn:4` | 1 of 2 | 3.00 |" in md
     assert re.search(r"\| 8 \| 0\.1 \| [^|]+ \| [^|]+ † \|", md)      # the gn:4 cell at batch 8 is marked
     rows = [r.split(",") for r in (folder / "sweep.csv").read_text().splitlines()]
