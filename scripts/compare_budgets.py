@@ -1,28 +1,53 @@
-# usage: python scripts/compare_budgets.py SHORT/results.json LONG/results.json  (docs/sweeps.md, "Twice the budget")
-"""20 vs 40 epochs per (norm, batch) cell: mean test error at the best-validation epoch and
-validation accuracy, over 3 seeds; Welch t-test of 20 vs 40 per cell, Holm across cells."""
-import json, sys, statistics as st
-from scipy import stats
-def cells(path, norms):
-    r = json.load(open(path)); out = {}
-    for run in r["runs"]:
+"""Two batch-size sweeps of the same cells with different epoch budgets, cell by cell.
+
+    python scripts/compare_budgets.py SHORT/results.json LONG/results.json [--norms bn,gn:4,ln]
+
+Prints a Markdown table (docs/sweeps.md, "Twice the budget"): per (variant, batch size) the
+test error at the best-validation epoch, mean ± std over the seeds, for each budget; the change;
+the gain in best validation accuracy; the long runs' chosen epochs; and Welch's t-test of short
+against long per cell, Holm-adjusted over the cells (normlab.stats, as the sweep report does).
+"""
+
+import argparse
+import json
+import statistics
+
+from normlab.stats import holm, welch_p
+
+
+def cells(path: str, norms: list[str]) -> tuple[int, dict]:
+    """(epochs, {(variant, batch size): [(test error, best val acc, best val epoch), ...]})."""
+    results = json.load(open(path))
+    out = {}
+    for run in results["runs"]:
         if run["variant"] in norms and run["status"] == "done":
-            f = run["final"]
-            out.setdefault((run["variant"], run["axes"]["batch_size"]), []).append((100 - f["test_acc_at_best_val"], f["val_acc"], f["best_val_epoch"]))
-    return out
-norms = ("bn", "gn:4", "ln")
-a, b = cells(sys.argv[1], norms), cells(sys.argv[2], norms)
-rows, ps = [], []
-for key in sorted(b, key=lambda k: (norms.index(k[0]), k[1])):
-    if key not in a: continue
-    ea, eb = [x[0] for x in a[key]], [x[0] for x in b[key]]
-    va, vb = [x[1] for x in a[key]], [x[1] for x in b[key]]
-    p = stats.ttest_ind(ea, eb, equal_var=False).pvalue if len(ea) > 1 and len(eb) > 1 else float("nan")
-    rows.append((key, st.mean(ea), st.stdev(ea), st.mean(eb), st.stdev(eb), st.mean(vb) - st.mean(va), [x[2] for x in b[key]], p)); ps.append(p)
-order = sorted(range(len(ps)), key=lambda i: ps[i]); m = len(ps); adj = [0.0] * m; run = 0.0
-for rank, i in enumerate(order):
-    run = max(run, min(1.0, (m - rank) * ps[i])); adj[i] = run
-print("| variant | batch | test error 20 ep | test error 40 ep | 40 - 20 (points) | val acc gain 20 -> 40 | best-val epochs (40 ep) | Welch p | Holm p |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for (key, ma, sa, mb, sb, dv, ep, p), q in zip(rows, adj):
-    print(f"| {key[0]} | {key[1]} | {ma:.2f} ± {sa:.2f} | {mb:.2f} ± {sb:.2f} | {mb - ma:+.2f} | {dv:+.2f} | {', '.join(map(str, ep))} | {p:.3f} | {q:.3f} |")
+            final = run["final"]
+            out.setdefault((run["variant"], run["axes"]["batch_size"]), []).append(
+                (100 - final["test_acc_at_best_val"], final["val_acc"], final["best_val_epoch"]))
+    return results["config"]["epochs"], out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("short")
+    parser.add_argument("long")
+    parser.add_argument("--norms", default="bn,gn:4,ln")
+    args = parser.parse_args()
+    norms = args.norms.split(",")
+    (e1, short), (e2, long) = cells(args.short, norms), cells(args.long, norms)
+    keys = sorted((k for k in long if k in short), key=lambda k: (norms.index(k[0]), k[1]))
+    errors = {k: ([x[0] for x in short[k]], [x[0] for x in long[k]]) for k in keys}
+    pvalues = [welch_p(*errors[k]) for k in keys]
+    print(f"| variant | batch | test error {e1} ep | test error {e2} ep | {e2} - {e1} (points) | "
+          f"val acc gain {e1} -> {e2} | best-val epochs ({e2} ep) | Welch p | Holm p |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for k, p, p_holm in zip(keys, pvalues, holm(pvalues)):
+        a, b = errors[k]
+        gain = statistics.mean(x[1] for x in long[k]) - statistics.mean(x[1] for x in short[k])
+        print(f"| {k[0]} | {k[1]} | {statistics.mean(a):.2f} ± {statistics.stdev(a):.2f} | "
+              f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f} | {statistics.mean(b) - statistics.mean(a):+.2f} | "
+              f"{gain:+.2f} | {', '.join(str(x[2]) for x in long[k])} | {p:.3f} | {p_holm:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
