@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from normlab import models
 from normlab import train as T
 from normlab.data import Dataset, load_splits
 from normlab.data.split import holdout
@@ -89,6 +90,11 @@ RECIPES = {
     "kaiming+lars-0.1+batch-64": {"init": "kaiming", "lars": 0.1, "batch_size": 64},
     "kaiming+lars-0.1+batch-32": {"init": "kaiming", "lars": 0.1, "batch_size": 32},
     "kaiming+lars-0.1+lr-0.2": {"init": "kaiming", "lars": 0.1, "lr": 0.2},
+    # The order inside the conv blocks (models.ConvBlock; docs/recipe.md, "Block order"): the current
+    # net is conv -> ReLU -> norm, with norm -> ReLU in the last block only for norms that would
+    # pool to a constant (in). These force one order in every block.
+    "current+conv-norm-relu": {"init": "current", "block": "conv-norm-relu"},   # normlab before 0.2.0
+    "current+conv-relu-norm-all": {"init": "current", "block": "conv-relu-norm"},
 }
 CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum", "batch_size")
 
@@ -184,12 +190,19 @@ def recipe(knobs: dict):
             def cross_entropy(self, logits, y, **kw):
                 return functional.cross_entropy(logits, y, label_smoothing=knobs["smoothing"] if torch.is_grad_enabled() else 0.0, **kw)
         T.F = Smoothed()
+    block = models.ConvBlock
+    if "block" in knobs:
+        class OneOrder(block):
+            def __init__(self, cin, cout, variant, height, width, dropout, relu_last=False):
+                super().__init__(cin, cout, variant, height, width, dropout, relu_last=knobs["block"] == "conv-norm-relu")
+        models.ConvBlock = OneOrder
     T.init_weights, T.make_optimizer, T.make_schedule = init_weights, make_optimizer, make_schedule
     try:
         yield
     finally:
         T.init_weights, T.make_optimizer, T.make_schedule = original
         T.F = functional
+        models.ConvBlock = block
 
 
 def subset(data: Dataset, first: int, count: int) -> Dataset:

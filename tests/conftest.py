@@ -42,13 +42,19 @@ def learnable_images(labels: np.ndarray, shape: tuple[int, int, int], rng: np.ra
     return images
 
 
-def make_idx_dataset(folder: Path, n_train: int = 512, n_test: int = 256, compress: bool = True, seed: int = 0) -> Path:
+def make_idx_dataset(folder: Path, n_train: int = 512, n_test: int = 256, compress: bool = True, seed: int = 0,
+                     wrong_test_labels: int = 0) -> Path:
+    """wrong_test_labels=k moves every k-th test label to the next class: the images are easy
+    enough that a net can get every test image right, and a test of the misclassified grid
+    needs mistakes to show."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     for split, n, stem in (("train", n_train, "train"), ("test", n_test, "t10k")):
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
         images = learnable_images(labels, (1, 28, 28), rng)[:, 0]
+        if split == "test" and wrong_test_labels:
+            labels[::wrong_test_labels] = (labels[::wrong_test_labels] + 1) % 10
         write_idx(folder / f"{stem}-images-idx3-ubyte{suffix}", images, compress)
         write_idx(folder / f"{stem}-labels-idx1-ubyte{suffix}", labels, compress)
     return folder

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import cifar_batch_bytes, idx_bytes, make_cifar_dataset, make_idx_dataset, run_cli
 
@@ -113,6 +114,17 @@ def write(relative: str, content: bytes):
 def copy_checkpoint(source: str, target: str):
     def prepare(run, tmp):
         shutil.copyfile(run / "checkpoints" / source, run / "checkpoints" / target)
+        return run
+    return prepare
+
+
+def old_checkpoint(name: str):
+    """The checkpoint as normlab before 0.2.0 wrote it: no 'block' key (its net was conv -> norm -> ReLU)."""
+    def prepare(run, tmp):
+        path = run / "checkpoints" / name
+        saved = torch.load(path, weights_only=True)
+        del saved["block"]
+        torch.save(saved, path)
         return run
     return prepare
 
@@ -246,6 +258,7 @@ CASES = {
     "seed that overflows the epoch seeds": option_case("--seed", str(2**60), words=["is out of range"]),
     "checkpoint truncated": folder_case(truncate_checkpoint, words=["cannot load checkpoint", "bn-seed1.pt", "delete it to retrain"]),
     "checkpoint of another variant": folder_case(copy_checkpoint("gn2-seed1.pt", "bn-seed1.pt"), words=["bn-seed1.pt holds gn:2 seed 1, not bn seed 1", "delete it"]),
+    "checkpoint of the pre-0.2 net": folder_case(old_checkpoint("gn2-seed1.pt"), words=["gn2-seed1.pt holds a conv-norm-relu net (normlab before 0.2.0)", "--overwrite"]),
     "checkpoint not a checkpoint": folder_case(write("checkpoints/gn2-seed1.pt", b"PK\x03\x04 nope"), words=["cannot load checkpoint", "gn2-seed1.pt"]),
 }
 

@@ -77,6 +77,16 @@ def test_the_report_path_refuses_another_variants_weights(run_copy):
         load_run(run_copy).load_model("gn:2")
 
 
+def test_a_checkpoint_of_the_pre_0_2_net_is_refused_not_mispredicted(run_copy):
+    """Weights trained conv -> norm -> ReLU fit the conv -> ReLU -> norm net's shapes exactly, so
+    only the recorded block order tells them apart."""
+    path = forged(run_copy, lambda gn, bn: {k: v for k, v in gn.items() if k != "block"})
+    with pytest.raises(UserError, match=r"gn2-seed1.pt holds a conv-norm-relu net \(normlab before 0.2.0\)") as caught:
+        load_run(run_copy).load_model("gn:2")
+    assert "\n" not in str(caught.value) and "--overwrite" in str(caught.value)
+    assert read_checkpoint(path, GN2, 1, own_net=False)["status"] == "done", "a --model run's weights are its own model's"
+
+
 class RunsCode:
     def __init__(self, marker):
         self.marker = marker

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import make_idx_dataset, run_cli
+import normlab
 from normlab import load_run
 from normlab.cli import print_outcome
 from normlab.runs import metrics_csv
@@ -25,7 +26,7 @@ def run_dir(fashion_dir, tmp_path):
 
 def test_compare_writes_the_run_folder(run_dir, fashion_dir):
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["normlab"] == "0.1.0" and results["dataset"] == "fashion-mnist"
+    assert results["normlab"] == normlab.__version__ and results["dataset"] == "fashion-mnist"
     assert results["config"]["epochs"] == 2 and results["config"]["variants"] == ["bn", "gn:2"]
     assert results["schema"] == 2 and results["config"]["axes"] == {} and results["config"]["data_fingerprint"].startswith("sha256:")
     assert results["config"]["momentum_used"] == "momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"
@@ -58,9 +59,13 @@ def test_the_table_on_screen_shows_the_epoch_validation_chose(run_dir, capsys):
     assert any(line.startswith("epoch: chosen by validation accuracy on ") for line in lines)
 
 
-def test_misclassified_are_really_misclassified(run_dir, fashion_dir):
+def test_misclassified_are_really_misclassified(tmp_path):
+    # gn:2 got every generated test image right at 2 epochs; wrong labels guarantee mistakes.
+    data = make_idx_dataset(tmp_path / "fashion", wrong_test_labels=8)
+    run_dir = tmp_path / "run"
+    assert run_cli("compare", "--norms", "bn,gn:2", "--epochs", "2", "--batch-size", "32", "--data-dir", data, "--out", run_dir) == 0
     run = load_run(run_dir)
-    test = run.test_set(fashion_dir)
+    test = run.test_set(data)
     mistakes = run.misclassified
     assert set(mistakes) == {"bn", "gn:2"}
     for variant, items in mistakes.items():

@@ -62,10 +62,12 @@ def run_both(request, dataset_fixture: str, dataset: str, norm: str, fast_input:
 def test_fast_path_follows_the_reference_loss_trajectory(request, dataset_fixture, dataset, norm):
     fast, ref, _, _ = run_both(request, dataset_fixture, dataset, norm, fast_input="own")
     assert len(fast) == len(ref) == STEPS
-    # 1e-6, not 1e-12: the two pipelines normalize the uint8 pixels by different float32
+    # 2e-5, not 1e-12: the two pipelines normalize the uint8 pixels by different float32
     # formulas, and inputs that differ in the last bit can pick another maximum in a 2x2 pool
-    # where 8-bit pixels tie. A wrong crop, flip or update moves the loss by 1e-3 or more.
-    assert fast == pytest.approx(ref, abs=1e-6), f"{norm}: fast {fast} vs reference {ref}"
+    # where 8-bit pixels tie, or put a unit on the other side of a ReLU. Measured worst, ln on
+    # CIFAR: 5e-8 at step 1, 4e-6 at step 3. A wrong crop, flip or update moves the loss by
+    # 1e-3 or more.
+    assert fast == pytest.approx(ref, abs=2e-5), f"{norm}: fast {fast} vs reference {ref}"
     assert fast[0] != fast[-1], "the weights moved between steps"
 
 

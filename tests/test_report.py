@@ -37,7 +37,7 @@ REPORT_FILES = FIGURES + ["summary.txt", "report.md", "report.html", "explain.md
 def trained(tmp_path_factory):
     """(run folder, data folder): 2 epochs of bn and gn:2 with seeds 1 and 2, batch 32."""
     root = tmp_path_factory.mktemp("report")
-    data = make_idx_dataset(root / "data", n_train=512, n_test=256)
+    data = make_idx_dataset(root / "data", n_train=512, n_test=256, wrong_test_labels=8)
     out = root / "run"
     code = run_cli("compare", "--norms", ",".join(VARIANTS), "--epochs", "2", "--seeds", "2", "--batch-size", "32",
                    "--data-dir", data, "--out", out)

@@ -69,6 +69,16 @@ def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, ove
         assert mine["schedule"] == theirs["schedule"]
 
 
+def test_a_whole_stacked_epoch_equals_separate_epochs_in_float64(fashion_dir):
+    """All 32 steps of an epoch, with dropout: in float32 the two drift apart after a few steps
+    (rounding, amplified by training), so exactness is shown here, where rounding cannot hide a bug."""
+    train, _ = load_splits("fashion-mnist", fashion_dir)
+    cfg = config(batch_size=16, dropout=0.1)
+    separate, together, _, _ = step_both_ways("gn:4", cfg, train, steps=32)
+    assert separate.shape == (len(SEEDS), 32)
+    assert (separate - together).abs().max() < 1e-9
+
+
 def test_stacked_brn_with_its_clips_on_equals_separate_brn(fashion_dir, monkeypatch):
     """From step 1 with the paper's final clips (no warm-up), so r and d differ from 1 and 0 and
     each model's running statistics enter its own step."""
@@ -113,12 +123,14 @@ def test_train_stack_gives_train_runs_records_and_checkpoints(fashion_dir, tmp_p
         alone = train_run(variant, seed, cfg, train, test, cpu)
         assert result.record["status"] == "done" and result.record["seed"] == seed
         assert result.record["params"] == alone.record["params"]
-        # float32 here: grouped and plain convs round differently, and 64 steps amplify it to
-        # ~4e-4 of the loss (measured); the float64 test above is the exact comparison.
+        # float32 here: grouped and plain convs round differently (2e-7 of the loss at step 1) and
+        # training amplifies it (measured on this data: 1e-3 by step 8, up to 6% of the loss after
+        # 64 steps, while this float32 run and the same run in float64 differ by 1.6%). The
+        # whole-epoch float64 test above is the exact comparison; this one catches a wrong pairing.
         for mine, theirs in zip(result.record["epochs"], alone.record["epochs"]):
             assert mine.keys() == theirs.keys()
-            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-2)
-            assert mine["test_loss"] == pytest.approx(theirs["test_loss"], rel=1e-2)
+            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=0.15)
+            assert mine["test_loss"] == pytest.approx(theirs["test_loss"], rel=0.15)
         assert result.final.predictions.shape == (len(test),)
         saved = read_checkpoint(path, variant, seed)
         assert saved["status"] == "done" and saved["epochs"] == result.record["epochs"]

@@ -10,7 +10,7 @@ import sys
 from importlib import import_module
 from types import ModuleType
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Imported on first use, so `normlab --help` and input errors answer without loading PyTorch.
 _EXPORTS = {"Variant": ".variants", "build_model": ".models", "convert": ".models",

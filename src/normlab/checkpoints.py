@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .models import BLOCK_ORDER, OLD_BLOCK_ORDER, NormNet
 from .storage import load_checkpoint
 from .variants import Variant
 
@@ -22,9 +23,10 @@ FIX = "delete it to retrain that variant, or restore it from a backup"
 
 
 def read_checkpoint(path: Path, variant: Variant, seed: int, model: nn.Module | None = None,
-                    map_location="cpu") -> dict:
+                    map_location="cpu", own_net: bool | None = None) -> dict:
     """The checkpoint train_run wrote for (variant, seed); with ``model``, its weights are
-    checked against the model's and loaded into it."""
+    checked against the model's and loaded into it. ``own_net``: whether the run trained
+    normlab's net (not --model's), whose block order must match; by default, whether ``model`` is one."""
     saved = load_checkpoint(path, map_location)
     if not isinstance(saved, dict):
         raise UserError(f"{path} is not a normlab training checkpoint (it holds a bare {type(saved).__name__})", FIX)
@@ -33,6 +35,10 @@ def read_checkpoint(path: Path, variant: Variant, seed: int, model: nn.Module | 
         raise UserError(f"{path} is not a normlab training checkpoint (no {', '.join(sorted(missing))})", FIX)
     if (saved.get("variant"), saved.get("seed")) != (str(variant), seed):
         raise UserError(f"{path} holds {saved.get('variant')} seed {saved.get('seed')}, not {variant} seed {seed}", FIX)
+    if (isinstance(model, NormNet) if own_net is None else own_net) and saved.get("block", OLD_BLOCK_ORDER) != BLOCK_ORDER:
+        raise UserError(f"{path} holds a {saved.get('block', OLD_BLOCK_ORDER)} net (normlab before 0.2.0), and this "
+                        f"normlab builds {BLOCK_ORDER} blocks, which those weights do not fit",
+                        "retrain it: start the run again with --overwrite or another --out")
     if model is not None:
         problem = weights_problem(model, saved["model"])
         if problem:

@@ -240,7 +240,7 @@ def check_resumed_inputs(previous: dict, exp: Experiment, data: str, train, test
     for spec in exp.specs():
         path = checkpoint_path(exp.out, spec.key)
         if path.exists():
-            read_checkpoint(path, spec.variant, spec.seed)
+            read_checkpoint(path, spec.variant, spec.seed, own_net=not exp.cfg.model)
 
 
 def open_folder(exp: Experiment) -> None:

@@ -36,7 +36,7 @@ from .data import Dataset
 from .data.batches import Normalizer, TrainBatches
 from .errors import UserError
 from .layers import BatchRenorm2d, FilterResponseNorm2d, WSConv2d
-from .models import build_model, count_params
+from .models import BLOCK_ORDER, build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
 from .checkpoints import read_checkpoint
@@ -278,7 +278,8 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
                           seconds=round(record["seconds"] + share + time.perf_counter() - started, 3))
             if checkpoints:
                 save_checkpoint(checkpoints[i], {**parts[i], "epochs": record["epochs"], "status": record["status"],
-                                                 "variant": str(variant), "seed": seeds[i]})
+                                                 "variant": str(variant), "seed": seeds[i],
+                                                 "block": BLOCK_ORDER})
             if on_epoch is not None:
                 on_epoch(record)
         bar.close("  ".join(f"seed {seeds[i]}: " + (f"test acc {records[i]['epochs'][-1]['test_acc']:5.2f}%"

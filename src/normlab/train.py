@@ -26,7 +26,7 @@ from .data.batches import Normalizer, TrainBatches, eval_batches
 from .checkpoints import read_checkpoint
 from .config import TrainConfig
 from .errors import UserError
-from .models import build_model, count_params
+from .models import BLOCK_ORDER, build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
 from .variants import Variant
@@ -376,8 +376,8 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
         record.update(status=state.status, epochs=state.epochs, **final_metrics(state.epochs),
                       seconds=round(record["seconds"] + time.perf_counter() - started, 3))
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {**training.state_dict(), "epochs": state.epochs,
-                                         "status": state.status, "variant": str(variant), "seed": seed})
+            save_checkpoint(checkpoint, {**training.state_dict(), "epochs": state.epochs, "status": state.status,
+                                         "variant": str(variant), "seed": seed, "block": BLOCK_ORDER})
         if on_epoch is not None:
             on_epoch(record)
         bar.close(summary)    # after saving: an epoch on the screen is an epoch on disk
