@@ -111,7 +111,7 @@ class TrainConfig:
     @property
     def trust_used(self) -> float:
         """--trust, or by default the trust ratio's size measured best for this batch size. Fashion-MNIST
-        sweep, 20 epochs on 3,600 images, 3 seeds (docs/sweeps.md): with the trust ratio every norm
+        sweep, 20 epochs on 3,600 images, 3 seeds, pre-0.2 block order (docs/sweeps.md): with it every norm
         lost 6-11 points at batch 2 (bn 24.2% error vs 18.2% without, gn:4 24.6 vs 15.5, ln 26.1 vs
         15.0) and 1-2 at 16; they tie at 32; without it gn:4 and ln fall behind from 64 (at 128:
         19.8 and 25.0 vs 15.9 and 15.5)."""

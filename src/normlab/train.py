@@ -92,8 +92,8 @@ def init_weights(model: nn.Module) -> None:
     what the net computes, only its effective step (lr / |w|^2): with the default, ln and gn:4
     took steps of 5% of a kernel per update near the one-cycle peak, lost channels and fell back
     towards chance loss after epoch 2. Measured on 3,600 Fashion-MNIST images, 10 epochs, seed 1
-    (test accuracy on the first 2,000 test images; docs/recipe.md, also a second seed and subset):
-    ln 60.1 -> 75.1%, gn:4 56.5 -> 78.3%, bn 83.9 -> 84.3%."""
+    (test accuracy on the first 2,000 test images; docs/recipe.md, also a second seed and subset),
+    with the pre-0.2 block order: ln 60.1 -> 75.1%, gn:4 56.5 -> 78.3%, bn 83.9 -> 84.3%."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -130,6 +130,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, models: int = 1) -> torch
 # bn 84.3 -> 84.3, bn+l1 83.2 -> 85.6; seed 2 and images 20,000-24,000 gain 1-8 points for every
 # norm. TRUST 0.03 and 0.3 gave ln 76.6 and 77.4 (seed 1). At small batches it costs every norm,
 # so by default it is on from batch 32 only (TrainConfig.trust_used says why, with the numbers).
+# All measured with the pre-0.2 block order (conv -> norm -> ReLU; models.ConvBlock).
 
 
 def trust_ratio(kernels: list[nn.Parameter], models: int, trust: float):
