@@ -291,10 +291,21 @@ def has_open_files(pid: int) -> bool:
 
 
 def alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs. Not the process's own state alone: a killed
+    multi-threaded process (torch's worker threads) shows its main thread as a zombie while the
+    other threads are still exiting, and they hold its files, and so the lock, until the last one
+    is gone (a make test from a fresh clone failed on that once)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def compare_with_two_workers(data, out, epochs: int) -> list[str]:

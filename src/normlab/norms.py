@@ -30,7 +30,7 @@ RMAX, DMAX = 3.0, 5.0     # BatchRenorm2d's final clips, the paper's
 # (82.75% at 128, 33.0% at batch 4; one seed each).
 HOLD, RELAX = 500, 2000
 # brn's running-average rate. BatchNorm's 0.1 averages its running estimates over about 10 steps,
-# which at batch 2 are 20 images: r and d then correct toward noise. Measured (the docs/sweeps.md
+# which at batch 2 are 20 images: r and d then correct toward noise. Measured before 0.2.0 (the docs/sweeps.md
 # sweep cells, Fashion-MNIST 4,000 images, 20 epochs, 3 seeds, test error): 0.01 gave 16.07% at
 # batch 2 and 14.65% at 4 against 21.25% and 17.33% with 0.1, and 12.9-14.7% at batch 8-128 against
 # 12.7-14.3%. bn itself does not gain from it (18.68% and 14.18% at batch 2 and 4 against 18.00% and
