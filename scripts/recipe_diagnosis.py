@@ -25,7 +25,7 @@ from torch import nn
 from normlab import models
 from normlab.data import Dataset, load_splits
 from normlab.data.split import holdout
-from normlab.variants import Variant
+from normlab.variants import DEFAULT_VARIANTS, Variant, parse_variants
 
 T = importlib.import_module("normlab.train")     # the module: normlab.train is the library function
 
@@ -106,7 +106,7 @@ RECIPES = {
     "current+batch-64": {"init": "current", "batch_size": 64},
     "current+wd-5e-3": {"init": "current", "weight_decay": 5e-3},
 }
-DEFAULTS = ("bn", "bn+l1", "gn:4", "ln")     # normlab compare's default variants (gn is gn:4)
+DEFAULTS = [str(v) for v in parse_variants(DEFAULT_VARIANTS)]     # normlab compare's, as runs name them (gn:4)
 CONFIG_KNOBS = ("lr", "optimizer", "weight_decay", "momentum", "batch_size", "trust")
 
 
@@ -262,7 +262,7 @@ def figure(lines: list[dict], recipes: list[str], out: Path, epochs: int = 3) ->
                     and r["count"] == 4000 and r["epochs"] == 10):
                 n = len(r["step_loss"]) * epochs // r["epochs"]
                 ax.plot([i / (n / epochs) for i in range(1, n + 1)], r["step_loss"][:n], label=r["norm"], lw=1,
-                        color=colors.get(r["norm"]))
+                        color=colors[r["norm"]])
         ax.axhline(2.3026, color="grey", ls=":", lw=1)
         ax.set(title=TITLES.get(name, f"recipe: {name}"), xlabel="epoch")
         ax.legend()
