@@ -146,17 +146,32 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
     assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
 
 
-def test_a_sweep_over_epochs_judges_each_run_by_its_own_last_quarter(tmp_path):
-    # 4 and 8 epochs swept (config.epochs keeps the default 20): the 4-epoch runs still gain 5
-    # points in their last epoch, the 8-epoch runs are flat in their last 2.
-    short, long = [50, 60, 70, 75], [50, 60, 70, 80, 84, 85, 85, 85]
-    axes = {"epochs": [4, 8]}
-    runs = [record("bn", s, [a - 1 for a in val], val=val, epochs=e) for e, val in ((4, short), (8, long)) for s in (1, 2)]
+def test_a_sweep_over_epochs_judges_convergence_by_the_next_budget(tmp_path):
+    # 4, 8 and 16 epochs swept (config.epochs keeps the default 20). Best validation accuracy:
+    # 75 at 4 epochs, 85 at 8, 85.5 and 85.3 at 16 (mean 85.4): 4 -> 8 gains 10 points (4 is not on its
+    # plateau), 8 -> 16 gains 0.4 (both on it). Each 8-epoch run is flat over its last quarter and
+    # each 16-epoch run is still rising in it, which the per-run rule would have called the other way.
+    curves = {4: ([50, 60, 70, 75],), 8: ([50, 60, 70, 80, 84, 85, 85, 85],),
+              16: ([50 + i for i in range(14)] + [70, 85.5], [50 + i for i in range(14)] + [70, 85.3])}
+    axes = {"epochs": [4, 8, 16], "batch_size": [8]}          # as `--over epochs=... --batch-sizes 8` orders them
+    runs = [record("bn", s, [a - 1 for a in val], val=val, epochs=e, batch_size=8)
+            for e, vals in curves.items() for s in (1, 2) for val in [vals[min(s - 1, len(vals) - 1)]]]
     folder = write_run(tmp_path / "sweep", runs, epochs=20, seeds=2, axes=axes, train_size=512, test_size=256)
     md = report(folder)
-    assert "converged when the last quarter of its epochs raised" in md and "last 5 epochs" not in md
-    assert "the direct check is the error along the swept epochs above" in md and "--over epochs=20,40" not in md
-    assert "2 of 4 runs had not converged" in md and "| 4 | `bn` | 2 of 2 | 5.00 |" in md
+    assert "Judged directly, by training every point with more than one budget (3 values of epochs: 4 and 8, 8 and 16)" in md
+    assert "In 1 of 2 pairs the longer budget still gained 1 point or more" in md and "last quarter" not in md
+    assert "| 8 | `bn` | 4 -> 8 | 75.00 -> 85.00 | +10.00 | no † |" in md
+    assert "| 8 | `bn` | 8 -> 16 | 85.00 -> 85.40 | +0.40 | yes |" in md
+    assert re.search(r"\| 8 \| 4 \| 0\.1 \| [^|]+ † \|", md) and not re.search(r"\| 8 \| 16 \| 0\.1 \| [^|]+ † \|", md)
+    assert "4, 8 or 16 epochs per run" in md and "20 epochs" not in md
+    # epochs is the budget: drawn as panels, the table's last axis column; the question is asked along batch size.
+    assert "| batch_size | epochs | peak lr | `bn` |" in md and "## Does the error change along batch size?" in md
+    fig = plot_sweep(load_sweep(folder))
+    assert [ax.get_title() for ax in fig.axes if ax.get_lines()] == ["epochs = 4", "epochs = 8", "epochs = 16"]
+    rows = [r.split(",") for r in (folder / "sweep.csv").read_text().splitlines()]
+    assert rows[0][-4:] == ["val_best_mean", "budget_val_gain", "late_val_gain_max", "seeds_converged"]
+    assert [r[-4:-2] for r in rows[1:]] == [["75.00", "10.00"], ["85.00", "0.40"], ["85.40", "0.40"]]
+    assert [r[-1] for r in rows[1:]] == ["0", "2", "2"]
 
 
 def test_a_sweep_says_which_runs_had_not_converged(tmp_path):

@@ -170,6 +170,35 @@ def test_resume_with_an_added_variant_trains_only_that_variant(swept, data, tmp_
     assert (out / "results.json").read_bytes() == kept
 
 
+def test_resume_with_an_added_axis_value_trains_only_its_runs(swept, data, tmp_path, capsys):
+    out = tmp_path / "more-values"
+    shutil.copytree(swept, out)
+    old = {c["key"]: c for c in json.loads((out / "results.json").read_text())["runs"]}
+    before = mtimes(out)
+    argv = [a if a != ",".join(map(str, SIZES)) else "4,8,32" for a in ARGS]
+    capsys.readouterr()
+    assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 0
+    assert "8 already finished, 4 to train" in capsys.readouterr().out
+    after = mtimes(out)
+    assert {k: v for k, v in after.items() if k in before} == before, "finished cells are not trained again"
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["axes"] == {"batch_size": [4, 8, 32]}
+    runs = results["runs"]
+    assert {c["key"]: c for c in runs if c["key"] in old} == old
+    assert sorted(c["key"] for c in runs if c["key"] not in old) == sorted(f"b8-{v}-seed{s}" for v in ("bn", "gn2") for s in (1, 2))
+    assert [r["batch_size"] for r in table(out)] == ["4", "4", "8", "8", "32", "32"]
+    assert [r for r in table(out) if r["batch_size"] != "8"] == table(swept), "the old cells' numbers are kept"
+    # Dropping a value, or sweeping another axis, would change or lose runs: refused, folder unchanged.
+    kept = (out / "results.json").read_bytes()
+    with_sizes = lambda sizes: [a if a != ",".join(map(str, SIZES)) else sizes for a in ARGS]
+    for argv in (with_sizes("4,8"), [*with_sizes("4,8,32"), "--over", "dropout=0.0"]):
+        assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 2
+        err = capsys.readouterr().err
+        assert "swept other values" in err and "adding values is fine, dropping one is not" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert (out / "results.json").read_bytes() == kept
+
+
 def test_resume_with_other_settings_is_refused(swept, data, tmp_path, capsys):
     out = tmp_path / "other"
     shutil.copytree(swept, out)

@@ -210,7 +210,7 @@ def prepare_folder(exp: Experiment) -> dict | None:
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
     saved, wanted = previous["config"], exp.config()
-    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "trust_used", "variants")]   # derived
+    keys = [k for k in wanted if k not in ("data_dir", "lr_rule", "momentum_used", "trust_used", "variants", "axes")]   # derived
     # A run saved before an option existed trained with that option's default then (trust: 0.1 at
     # every batch size, before trust_used chose by batch size).
     defaults = {**TrainConfig().to_dict(), "trust": 0.1}
@@ -219,6 +219,7 @@ def check_resumable(previous: dict, exp: Experiment) -> None:
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options, or start a new run with another --out")
+    check_added_values(exp.out, saved.get("axes", {}), wanted["axes"])
     before, now = saved["variants"], wanted["variants"]
     if not set(before) <= set(now):
         # Added variants are trained next to the finished ones (e.g. brn added to a finished bn,gn,ln
@@ -227,6 +228,16 @@ def check_resumable(previous: dict, exp: Experiment) -> None:
         raise UserError(f"{exp.out} was run with other variants ({', '.join(before)} -> {', '.join(now)})",
                         f"resume with {option} (adding variants is fine, dropping one is not), or start a new run "
                         f"with another --out")
+
+
+def check_added_values(out: Path, before: dict, now: dict) -> None:
+    """A resumed grid may add values to an axis it swept (e.g. epochs 60 -> 30,60, a convergence
+    check next to the finished runs); other axes, or a dropped value, would change or lose runs."""
+    over = lambda axes: " ".join(f"--over {k}={','.join(map(str, v))}" for k, v in axes.items()) or "no --over"
+    if list(before) != list(now) or any(not set(before[k]) <= set(now[k]) for k in before):
+        raise UserError(f"{out} swept other values ({over(before)} -> {over(now)})",
+                        f"resume with {over(before)}, or with more values of those axes (adding values is fine, "
+                        f"dropping one is not), or start a new run with another --out")
 
 
 def check_resumed_inputs(previous: dict, exp: Experiment, data: str, train, test) -> None:
@@ -277,7 +288,8 @@ def environment(device) -> dict:
 def plan_line(exp: Experiment, specs: list[Spec]) -> str:
     grid = " x ".join([plural(len(exp.variants), "variant"), plural(exp.cfg.seeds, "seed"),
                        *(f"{len(v)} {k}" for k, v in exp.axes.items())])
-    return f"normlab: {plural(len(specs), 'run')} ({grid}) of {exp.cfg.dataset}, {plural(exp.cfg.epochs, 'epoch')} each, into {exp.out}"
+    epochs = (f"{', '.join(map(str, exp.axes['epochs']))} epochs" if "epochs" in exp.axes else plural(exp.cfg.epochs, "epoch"))
+    return f"normlab: {plural(len(specs), 'run')} ({grid}) of {exp.cfg.dataset}, {epochs} each, into {exp.out}"
 
 
 def plural(n: int, word: str) -> str:

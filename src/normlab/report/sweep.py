@@ -32,7 +32,9 @@ SWEEP_PNG, SWEEP_CSV = "sweep.png", "sweep.csv"
 LOG_AXES = {"batch_size": 2, "lr": 10}           # axis -> log base
 # A run has converged when the last quarter of its epochs raised its best validation accuracy by
 # less than PLATEAU points: its curve had flattened before the end, so more epochs of the same
-# schedule would move it little. Judged on the validation split, never on the test set.
+# schedule would move it little. Where epochs is swept, the direct check replaces it: two
+# neighbouring budgets whose mean best validation accuracies differ by less than PLATEAU points are
+# both on the plateau. Judged on the validation split, never on the test set.
 PLATEAU = 1.0
 
 
@@ -56,9 +58,13 @@ class Point:
     errors: list[float]
     seconds: list[float]
     gains: list                        # late_gain of each finished run (None: not judged)
+    val_best: list[float]              # best validation accuracy of each finished run
+    budget_gain: float | None = None   # epochs swept: mean val_best gained between this budget and its neighbour
 
     @property
     def unconverged(self) -> int:
+        if self.budget_gain is not None:
+            return len(self.errors) if self.budget_gain >= PLATEAU else 0
         return sum(g is not None and g >= PLATEAU for g in self.gains)
 
     @property
@@ -78,8 +84,13 @@ class Sweep:
 
 
 def as_sweep(results: dict) -> Sweep:
-    """results.json of a grid (checked at the door by runs.read_results) as a Sweep."""
-    return Sweep(results, dict(results["config"]["axes"]), results["runs"])
+    """results.json of a grid (checked at the door by runs.read_results) as a Sweep. Swept with
+    another axis, epochs goes last: it is the budget, so it becomes the figure's panels and the
+    question (does the error change along batch size?) is asked along the other axis."""
+    axes = dict(results["config"]["axes"])
+    if "epochs" in axes and len(axes) > 1:
+        axes["epochs"] = sorted(axes.pop("epochs"))      # smallest budget first, also when resumed with a smaller one
+    return Sweep(results, axes, results["runs"])
 
 
 def load_sweep(folder) -> Sweep:
@@ -88,6 +99,11 @@ def load_sweep(folder) -> Sweep:
     if not results["config"]["axes"]:
         raise UserError(f"{folder} holds a comparison, not a sweep", "rebuild its report with normlab report")
     return as_sweep(results)
+
+
+def best_val(run: dict) -> float | None:
+    accs = [e.get("val_acc") for e in run.get("epochs", [])]
+    return max(accs) if accs and all(isinstance(a, (int, float)) for a in accs) else None
 
 
 def points(sweep: Sweep) -> list[Point]:
@@ -101,8 +117,26 @@ def points(sweep: Sweep) -> list[Point]:
             if mine:
                 out.append(Point(at, v, float(mine[0].get("lr", float("nan"))), len(mine),
                                  [100.0 - float(r["final"][sweep.key]) for r in done],
-                                 [float(r.get("seconds", 0.0)) for r in done], [late_gain(r) for r in done]))
+                                 [float(r.get("seconds", 0.0)) for r in done], [late_gain(r) for r in done],
+                                 [b for b in map(best_val, done) if b is not None]))
+    if "epochs" in names:
+        judge_budgets(out, names.index("epochs"), sorted(sweep.axes["epochs"]))
     return out
+
+
+def judge_budgets(pts: list[Point], axis: int, budgets: list) -> None:
+    """The direct convergence check of a sweep over epochs: each point's budget_gain is the mean
+    best validation accuracy of the next larger budget minus its own (the largest budget: its own
+    minus the next smaller one's), so both points of a neighbouring pair share one verdict."""
+    if len(budgets) < 2:
+        return
+    at = {(p.at[:axis] + p.at[axis + 1:], p.variant, p.at[axis]): p for p in pts}
+    mean = lambda p: sum(p.val_best) / len(p.val_best) if p and p.val_best else None
+    for p in pts:
+        rest, k = p.at[:axis] + p.at[axis + 1:], budgets.index(p.at[axis])
+        lo, hi = (k, k + 1) if k + 1 < len(budgets) else (k - 1, k)
+        a, b = mean(at.get((rest, p.variant, budgets[lo]))), mean(at.get((rest, p.variant, budgets[hi])))
+        p.budget_gain = None if a is None or b is None else b - a
 
 
 def sweep_csv(sweep: Sweep) -> str:
@@ -111,15 +145,16 @@ def sweep_csv(sweep: Sweep) -> str:
     lr = [] if "lr" in sweep.axes else ["lr"]
     writer.writerow([*sweep.axes, "variant", *lr, "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
                      "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max", "seconds_mean",
-                     "late_val_gain_max", "seeds_converged"])
+                     "val_best_mean", "budget_val_gain", "late_val_gain_max", "seeds_converged"])
     num = lambda x, d=4: "" if x is None or x != x else f"{x:.{d}f}"
     for p in points(sweep):
         s, e = p.spread, p.errors
         writer.writerow([*p.at, p.variant, *([f"{p.lr:.6g}"] if lr else []), s.n, p.planned, num(s.mean), num(s.std),
                          num(s.low), num(s.high), num(min(e) if e else None), num(max(e) if e else None),
                          num(sum(p.seconds) / len(p.seconds) if p.seconds else None, 2),
+                         num(sum(p.val_best) / len(p.val_best) if p.val_best else None, 2), num(p.budget_gain, 2),
                          num(max((g for g in p.gains if g is not None), default=None), 2),
-                         "" if all(g is None for g in p.gains) else len(p.gains) - p.unconverged])
+                         "" if all(g is None for g in p.gains) and p.budget_gain is None else len(p.errors) - p.unconverged])
     return buffer.getvalue()
 
 
@@ -169,9 +204,16 @@ def plot_sweep(sweep):
         fig.legend(list(shown.values()), list(shown), title="mean ± std over seeds", loc="outside lower center",
                    ncols=2 if len(shown) > 3 else 1, fontsize=10)
         cfg = sweep.results["config"]
-        fig.suptitle(f"{title_of(sweep.results)}: test error against {x_axis.replace('_', ' ')}, "
-                     f"{plural(cfg.get('epochs'), 'epoch')} per run")
+        fig.suptitle(f"{title_of(sweep.results)}: test error against {x_axis.replace('_', ' ')}, {budget_text(sweep)}")
     return fig
+
+
+def budget_text(sweep: Sweep) -> str:
+    """"20 epochs per run", or the swept budgets ("30 or 60 epochs per run")."""
+    if "epochs" in sweep.axes:
+        *rest, last = map(str, sweep.axes["epochs"])
+        return f"{', '.join(rest)} or {last} epochs per run" if rest else plural(int(last), "epoch") + " per run"
+    return f"{plural(sweep.results['config'].get('epochs'), 'epoch')} per run"
 
 
 def title_of(results: dict) -> str:
@@ -226,7 +268,38 @@ def cell_text(p: Point) -> str:
 ANNEALED = {"onecycle": "one-cycle", "cosine": "cosine"}
 
 
-def convergence_section(pts: list[Point], epochs, schedule: str | None = None) -> Section:
+def budget_section(pts: list[Point], budgets: list, axis: int) -> Section:
+    """Convergence where epochs is swept: each pair of neighbouring budgets compared on validation accuracy."""
+    at = {(p.at[:axis] + p.at[axis + 1:], p.variant, p.at[axis]): p for p in pts}
+    pairs = [(rest, v, at[(rest, v, lo)], at[(rest, v, hi)]) for (rest, v, e) in at for lo, hi in zip(budgets, budgets[1:])
+             if e == lo and (rest, v, hi) in at and at[(rest, v, lo)].val_best and at[(rest, v, hi)].val_best]
+    listed = ", ".join(f"{a} and {b}" for a, b in zip(budgets, budgets[1:]))
+    rule = (f"Judged directly, by training every point with more than one budget ({plural(len(budgets), 'value')} of "
+            f"epochs: {listed}): two neighbouring budgets whose mean best validation accuracies (over the seeds) differ "
+            f"by less than {PLATEAU:g} point{'s' if PLATEAU != 1 else ''} are both on the plateau, so more epochs would "
+            f"move the point little. Judged on the validation split, never on the test set.")
+    mean = lambda p: sum(p.val_best) / len(p.val_best)
+    bad = [pair for pair in pairs if mean(pair[3]) - mean(pair[2]) >= PLATEAU]
+    if not pairs:
+        verdict_text = "No point had finished runs at two budgets with a validation split, so nothing was judged."
+    elif not bad:
+        verdict_text = (f"All {len(pairs)} pairs of budgets agree: every point is on its plateau; the largest gain was "
+                        f"{max(mean(b) - mean(a) for _, _, a, b in pairs):+.2f} points.")
+    else:
+        verdict_text = (f"In {len(bad)} of {len(pairs)} pairs the longer budget still gained {PLATEAU:g} point"
+                        f"{'s' if PLATEAU != 1 else ''} or more: those points are not shown on the plateau (marked † in "
+                        f"the table), and their errors are upper bounds of what the norm reaches with a longer budget.")
+    table = Table(["point", "variant", "epochs", "mean best val acc (%)", "gain (points)", "on the plateau?"],
+                  [[", ".join(map(str, rest)) or "-", f"`{v}`", f"{a.at[axis]} -> {b.at[axis]}",
+                    f"{mean(a):.2f} -> {mean(b):.2f}", f"{mean(b) - mean(a):+.2f}",
+                    "no †" if mean(b) - mean(a) >= PLATEAU else "yes"] for rest, v, a, b in pairs], numeric={4})
+    return Section("Did every run converge?", [Paragraph(rule + " " + verdict_text)] + ([table] if pairs else []))
+
+
+def convergence_section(pts: list[Point], epochs, schedule: str | None = None, budgets: list | None = None,
+                        axis: int = 0) -> Section:
+    if budgets and len(budgets) > 1:
+        return budget_section(pts, budgets, axis)
     judged = [g for p in pts for g in p.gains if g is not None]
     if not judged:
         return Section("Did every run converge?", [Paragraph(
@@ -264,7 +337,7 @@ def sweep_page(sweep: Sweep) -> Page:
     where = ex.get("executor", "?") + (f", {ex['workers']} workers" if ex.get("workers", 1) > 1 else "")
     swept = "; ".join(f"{a} {', '.join(map(str, vals))}" for a, vals in sweep.axes.items())
     setup = (f"{cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images; "
-             f"{plural(cfg.get('epochs'), 'epoch')} per run; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, "
+             f"{budget_text(sweep)}; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, "
              f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay')}){'; ' + cfg['lr_rule'] if cfg.get('lr_rule') else ''}; "
              f"seeds {cfg.get('seed', 1)}-{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; "
              f"{done} of {plural(len(sweep.runs), 'run')} finished; executor {where}; driver "
@@ -286,7 +359,9 @@ def sweep_page(sweep: Sweep) -> Page:
             f"`{SWEEP_CSV}` has the same numbers with the 95% t-interval of each mean, the min and max, and the "
             f"seconds per run." + (" † marks a point where a run had not converged (next section)."
                                    if any(p.unconverged for p in pts) else ""))]),
-        convergence_section(pts, None if "epochs" in names else cfg.get("epochs"), cfg.get("schedule"))]
+        convergence_section(pts, None if "epochs" in names else cfg.get("epochs"), cfg.get("schedule"),
+                            sorted(sweep.axes["epochs"]) if "epochs" in names else None,
+                            names.index("epochs") if "epochs" in names else 0)]
     sections.append(Section(f"Does the error change along {x_axis}?",
                             [Table(["comparison", "difference (points)", "size (bootstrap 95%)", "verdict"],
                                    [[f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)]
