@@ -41,7 +41,7 @@ from .progress import EpochBar
 from .storage import save_checkpoint
 from .checkpoints import read_checkpoint
 from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, close_epoch, eval_splits, evaluate,
-                    final_metrics, init_weights, make_optimizer, make_schedule, train_run, weights)
+                    final_metrics, keep_freed_memory, init_weights, make_optimizer, make_schedule, train_run, weights)
 from .variants import Variant
 
 # Layers that act on each channel alone, so K models side by side need the very same layer.
@@ -145,6 +145,7 @@ class StackedTraining:
     def __init__(self, variant: Variant, seeds: list[int], cfg: TrainConfig, device: torch.device,
                  steps_per_epoch: int, channels_last: bool = CHANNELS_LAST):
         self.variant, self.seeds, self.device = variant, list(seeds), device
+        keep_freed_memory()
         self.models = []
         for seed in seeds:
             torch.manual_seed(seed)          # train_run's seeding: each model's init is its own run's

@@ -98,6 +98,14 @@ class TrainBatches:
         return self.images[index[:, None, None, None], self.channels[None, :, None, None], rows, cols]
 
 
-def eval_batches(images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int = 1000):
+# 256, not 1000: each activation of a 1000-image batch (50 MB on the 28x28 net) is above 32 MB,
+# the largest block glibc's malloc serves from its heap, so every op mapped fresh pages and faulted
+# them in: ~98,000 page faults and 0.23 s of kernel time per 2,000 Fashion-MNIST test images (1
+# thread) next to 0.20-0.24 s of arithmetic; CIFAR's net 118,000 and 0.23 s. At 256, with the freed
+# memory kept (train.keep_freed_memory), under 500 (tests/test_fast_path.py; benchmarks/page_faults.py).
+EVAL_BATCH = 256
+
+
+def eval_batches(images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int = EVAL_BATCH):
     for start in range(0, len(labels), batch_size):
         yield normalizer(images[start:start + batch_size]), labels[start:start + batch_size]
