@@ -223,3 +223,17 @@ def test_preprocess_gives_what_the_model_expects(fashion_dir):
     assert torch.allclose(x, want, atol=1e-5)
     with pytest.raises(normlab.errors.UserError, match="uint8"):
         normlab.preprocess(x, "fashion-mnist")
+
+
+def test_times_of_stacked_seeds_are_called_shares(tmp_path):
+    """bn's seeds trained 3 at a time as one network report a third of the stack's time each: the
+    report must not present that as a bn run's cost next to gn:2's runs trained alone."""
+    runs = [record("bn", s, [80.0, 81.0], val=[79.0, 80.0]) for s in (1, 2, 3)]
+    runs += [record("gn:2", s, [78.0, 79.0 + s], val=[77.0, 78.0 + s]) for s in (1, 2, 3)]
+    for r in runs[:3]:
+        r.update(stacked=3, seconds=0.7)
+    md = report(write_run(tmp_path / "run", runs, epochs=2, seeds=3))
+    assert "Seeds of `bn` (3 at a time) were trained as one stacked network" in md
+    assert "is each seed's share of that network's time plus its own evaluation" in md     # the table's note
+    alone = report(write_run(tmp_path / "alone", [dict(r, stacked=1) for r in runs], epochs=2, seeds=3))
+    assert "stacked network" not in alone

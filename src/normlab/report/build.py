@@ -111,6 +111,9 @@ def table_note(groups: list[VariantRuns], key: str, config: dict) -> str:
                  "(where the mean would land again) is kept inside 0-100 and shown from "
                  f"{MIN_SEEDS_FOR_INTERVAL} seeds: from 2 it is the mean ± 12.7 standard errors, too wide to mean "
                  "anything (\"-\").")
+    if any(int(r.get("stacked", 1)) > 1 for g in groups for r in g.runs):
+        text += (" Wall time of seeds trained as one stacked network (small batches on a CPU) is each seed's share "
+                 "of that network's time plus its own evaluation.")
     return text
 
 

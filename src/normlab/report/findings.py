@@ -151,15 +151,28 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
         if times:
             per_epoch[g.variant] = mean_std(times)[0]
     if len(per_epoch) > 1:
+        stacked = stacked_note(ranked)
         fast, slow = min(per_epoch, key=per_epoch.get), max(per_epoch, key=per_epoch.get)
         if per_epoch[slow] < 1.1 * per_epoch[fast] or f"{per_epoch[slow]:.1f}" == f"{per_epoch[fast]:.1f}":
             span = f"{per_epoch[fast]:.1f}"
             span += "" if f"{per_epoch[slow]:.1f}" == span else f"-{per_epoch[slow]:.1f}"
-            out.append(f"Wall time per epoch was about the same for every variant ({span} s).")
+            out.append(f"Wall time per epoch was about the same for every variant ({span} s).{stacked}")
             return out
         out.append(f"Wall time per epoch ranged from {per_epoch[fast]:.1f} s (`{fast}`) to {per_epoch[slow]:.1f} s "
-                   f"(`{slow}`), trained one after another on the same device; timings on a shared machine vary.")
+                   f"(`{slow}`), trained one after another on the same device; timings on a shared machine vary.{stacked}")
     return out
+
+
+def stacked_note(groups) -> str:
+    """A sentence for timings of runs trained K at a time as one network (stacked.py): each run's
+    seconds are its share of the stack's time, so they are not one run's cost."""
+    shares = {g.variant: max(int(r.get("stacked", 1)) for r in g.runs) for g in groups}
+    stacked = {v: k for v, k in shares.items() if k > 1}
+    if not stacked:
+        return ""
+    which = ", ".join(f"`{v}` ({k} at a time)" for v, k in stacked.items())
+    return (f" Seeds of {which} were trained as one stacked network: their time is each seed's share of it plus its "
+            "own evaluation, less than one such run alone would take.")
 
 
 def search_sentences(search: dict | None) -> dict[str, str]:
