@@ -237,6 +237,6 @@ def test_times_of_stacked_seeds_are_called_shares(tmp_path):
     assert "is each seed's share of that network's time plus its own evaluation" in md     # the table's note
     alone = report(write_run(tmp_path / "alone", [dict(r, stacked=1) for r in runs], epochs=2, seeds=3))
     assert "stacked network" not in alone
-    odd = report(write_run(tmp_path / "odd", [dict(r, stacked=v) for r, v in zip(runs, ["3", [3], None, True, 2.5, {}])],
-                           epochs=2, seeds=3))     # not an int: read as alone, no traceback
-    assert "stacked network" not in odd
+    for i, odd in enumerate(["3", [3], None, True, 2.5, {}, 0]):     # refused at the door, in one line
+        folder = write_run(tmp_path / f"odd{i}", [dict(r, stacked=odd) for r in runs], epochs=2, seeds=3)
+        assert run_cli("report", folder) == 2 and not (folder / "report.md").exists()

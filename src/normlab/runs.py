@@ -179,7 +179,8 @@ def results_problem(results) -> str | None:
                                ("final", isinstance(run.get("final", optional.get("final")), dict)),
                                ("seconds", number(run.get("seconds", optional.get("seconds")))),
                                ("params", whole(run.get("params", optional.get("params"))) and run.get("params", 1) >= 1),
-                               ("lr", number(run.get("lr", 0)))) if not ok]
+                               ("lr", number(run.get("lr", 0))),
+                               ("stacked", whole(run.get("stacked", 1)) and run.get("stacked", 1) >= 1)) if not ok]
         if bad:
             return f"runs[{i}] has no valid {bad[0]!r}"
         problem = saved_config_problem({**config, **run["axes"]})

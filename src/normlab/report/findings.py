@@ -163,16 +163,10 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     return out
 
 
-def stack_count(run: dict) -> int:
-    """How many seeds the run was trained with as one network (1: alone; anything but an int reads as alone)."""
-    k = run.get("stacked", 1)
-    return k if isinstance(k, int) and not isinstance(k, bool) and k > 1 else 1
-
-
 def stacked_note(groups) -> str:
     """A sentence for timings of runs trained K at a time as one network (stacked.py): each run's
     seconds are its share of the stack's time, so they are not one run's cost."""
-    shares = {g.variant: max(stack_count(r) for r in g.runs) for g in groups}
+    shares = {g.variant: max(r.get("stacked", 1) for r in g.runs) for g in groups}     # checked at the door (runs.py)
     stacked = {v: k for v, k in shares.items() if k > 1}
     if not stacked:
         return ""
