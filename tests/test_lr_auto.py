@@ -178,6 +178,8 @@ def test_a_batch_size_sweep_searches_at_batch_128_and_scales_the_choice(data, tm
     main, search = results(out), results(out / "lr-search")
     assert search["config"]["batch_size"] == 128 and main["config"]["lr"] == "auto"
     chosen = main["lr_search"]["variants"]["gn:2"]["lr"]
-    assert {r["axes"]["batch_size"]: r["lr"] for r in main["runs"]} == {8: chosen * 8 / 128, 32: chosen * 32 / 128}
-    assert "searched lr x B / 128" in main["config"]["lr_rule"]
+    # the default rule of a batch-size sweep: the square root of B / 128
+    assert {r["axes"]["batch_size"]: r["lr"] for r in main["runs"]} == {
+        8: pytest.approx(chosen / 4), 32: pytest.approx(chosen / 2)}
+    assert main["config"]["lr_scaling"] == "sqrt" and "searched lr x sqrt(B / 128)" in main["config"]["lr_rule"]
     assert "## Learning rate search" in (out / "report.md").read_text()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import DEFAULT_LR_SCALING, TrainConfig
 from .errors import UserError
 
 
@@ -64,6 +64,6 @@ def train(norm: str = "bn", **options):
     return run(experiment([norm], **options))
 
 
-def sweep(over: dict, norms="bn,gn,ln", lr_scaling: str = "linear", seeds: int = 3, **options):
+def sweep(over: dict, norms="bn,gn,ln", lr_scaling: str = DEFAULT_LR_SCALING, seeds: int = 3, **options):
     """Every point of the grid ``over`` ({"batch_size": [2, 8, 32]}) x variant x seed; returns the Run."""
     return run(experiment(norms, over=over, lr_scaling=lr_scaling, seeds=seeds, **options))

@@ -289,7 +289,8 @@ def add_sweep_parser(sub) -> None:
                    help="sweep this training option over these values, e.g. batch_size=2,8,32,128 or lr=0.01,0.1")
     p.add_argument("--batch-sizes", default=None, help="shorthand for --over batch_size=... (default 2,8,32,128 when nothing is swept)")
     p.add_argument("--norms", default="bn,gn,ln", help="comma-separated variants (default bn,gn,ln)")
-    p.add_argument("--lr-scaling", default="linear", help="how the peak lr follows the batch size when batch_size is "
+    from .config import DEFAULT_LR_SCALING
+    p.add_argument("--lr-scaling", default=DEFAULT_LR_SCALING, help="how the peak lr follows the batch size when batch_size is "
                    "swept: linear (LR x B / 128), sqrt (LR x sqrt(B / 128)) or none (LR everywhere) (default %(default)s)")
     add_training_options(p, sweep=True, seeds=3)
     p.set_defaults(func=cmd_sweep)
