@@ -19,7 +19,7 @@ from ..storage import write_json, write_text
 from ..variants import Variant
 from .aggregate import AT_BEST_VAL, VariantRuns, group_runs, headline_key, headline_words, mean_std
 from .curves import CURVES, write_curves
-from .findings import gap_size, lr_search_section, pair_tests, run_findings, verdict
+from .findings import STACKED_SHARE, gap_size, lr_search_section, pair_tests, run_findings, verdict
 from .grids import write_grids
 from .page import (REPORT_HTML, REPORT_MD, Code, Gallery, Image, Markdown, Page, Paragraph, Section, Table, Toc,
                    write_page)
@@ -112,8 +112,7 @@ def table_note(groups: list[VariantRuns], key: str, config: dict) -> str:
                  f"{MIN_SEEDS_FOR_INTERVAL} seeds: from 2 it is the mean ± 12.7 standard errors, too wide to mean "
                  "anything (\"-\").")
     if any(r.get("stacked", 1) > 1 for g in groups for r in g.runs):
-        text += (" Wall time of seeds trained as one stacked network (small batches on a CPU) is each seed's share "
-                 "of that network's time plus its own evaluation.")
+        text += f" Wall time of seeds trained as one stacked network (small batches on a CPU) is {STACKED_SHARE}."
     return text
 
 

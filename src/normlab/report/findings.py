@@ -163,6 +163,11 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     return out
 
 
+# What a stacked seed's seconds are (stacked.py): said in the run table's note, the wall-time
+# finding and the sweep table's note, in these words.
+STACKED_SHARE = "each seed's share of that network's time plus its own evaluation"
+
+
 def stacked_note(groups) -> str:
     """A sentence for timings of runs trained K at a time as one network (stacked.py): each run's
     seconds are its share of the stack's time, so they are not one run's cost."""
@@ -171,8 +176,8 @@ def stacked_note(groups) -> str:
     if not stacked:
         return ""
     which = ", ".join(f"`{v}` ({k} at a time)" for v, k in stacked.items())
-    return (f" Seeds of {which} were trained as one stacked network: their time is each seed's share of it plus its "
-            "own evaluation, less than one such run alone would take.")
+    return (f" Seeds of {which} were trained as one stacked network: their time is {STACKED_SHARE}, less than one "
+            "such run alone would take.")
 
 
 def search_sentences(search: dict | None) -> dict[str, str]:

@@ -24,7 +24,7 @@ from ..runs import read_results
 from ..stats import PairTest, Spread, compare_pairs, holm, spread
 from ..storage import write_bytes, write_text
 from .aggregate import AT_BEST_VAL, headline_key, headline_words
-from .findings import gap_size, lr_search_section, verdict
+from .findings import STACKED_SHARE, gap_size, lr_search_section, verdict
 from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
 from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_title
 
@@ -357,8 +357,7 @@ def sweep_page(sweep: Sweep) -> Page:
             f"Mean ± sample standard deviation over the seeds that finished (\"2 of 3\": a seed has not finished or "
             f"diverged) of the {headline_words(sweep.key, cfg.get('val_size', cfg.get('val')))}, as an error. "
             f"`{SWEEP_CSV}` has the same numbers with the 95% t-interval of each mean, the min and max, and the "
-            f"seconds per run (for seeds trained as one stacked network, each seed's share of it plus its own "
-            f"evaluation)." + (" † marks a point where a run had not converged (next section)."
+            f"seconds per run (for seeds trained as one stacked network, {STACKED_SHARE})." + (" † marks a point where a run had not converged (next section)."
                                    if any(p.unconverged for p in pts) else ""))]),
         convergence_section(pts, None if "epochs" in names else cfg.get("epochs"), cfg.get("schedule"),
                             sorted(sweep.axes["epochs"]) if "epochs" in names else None,
