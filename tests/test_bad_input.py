@@ -213,6 +213,7 @@ CASES = {
     "nan lr": option_case("--lr", "nan", words=["--lr nan must be a positive number"]),
     "momentum out of range": option_case("--momentum", "1.5", words=["--momentum 1.5 must be in [0, 1)"]),
     "zero seeds": option_case("--seeds", "0", words=["--seeds 0 must be at least 1"]),
+    "pad too large": option_case("--pad", "17", words=["--pad 17 must be 0 to 16", "--pad 0"]),
     "unknown optimizer": option_case("--optimizer", "lbfgs", words=["unknown optimizer 'lbfgs'", "sgd, adamw"]),
     "unknown schedule": option_case("--schedule", "linear", words=["unknown schedule 'linear'"]),
     "unknown device": option_case("--device", "tpu", words=["unknown device 'tpu'", "auto, cpu or cuda"]),

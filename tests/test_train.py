@@ -211,3 +211,29 @@ def test_the_momentum_a_run_uses_follows_the_momentum_option(fashion_dir):
     finally:
         hook.remove()
     assert small_config().momentum_text() == "momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"
+
+
+def test_pad_sets_the_shift_range_and_zero_turns_augmentation_off():
+    info = dataset_info("cifar10")
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    make = lambda **kw: TrainBatches(images, torch.zeros(32, dtype=torch.long), info, 32, Normalizer(info, torch.device("cpu")), **kw)
+    assert make().pad == 4 and make(pad=2).pad == 2
+    index, shift, flip = next(make(pad=2).plan(torch.Generator().manual_seed(0)))
+    assert int(shift.max()) <= 4
+    index, shift, flip = next(make(pad=0).plan(torch.Generator().manual_seed(0)))
+    assert shift is None and flip is None
+    assert torch.equal(make(pad=0).crop_and_flip(index, shift, flip), images[index])
+
+
+def test_train_run_hands_pad_to_its_batches(fashion_dir, monkeypatch):
+    T = __import__("importlib").import_module("normlab.train")   # the module: normlab.train is the library function
+    seen = []
+
+    class Spy(TrainBatches):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            seen.append(self.pad)
+    monkeypatch.setattr(T, "TrainBatches", Spy)
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    train_run(Variant.parse("ln"), 3, small_config(epochs=1, pad=0), train, test, torch.device("cpu"))
+    assert seen == [0]

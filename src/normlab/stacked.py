@@ -229,7 +229,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
         extra = {"val": val} if val is not None else {}
         return [train_run(variant, s, cfg, train, test, device, p, on_epoch, **extra) for s, p in zip(seeds, checkpoints)]
     normalizer = Normalizer(train.info, device, CHANNELS_LAST)
-    batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer)
+    batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer, pad=cfg.pad)
     splits = eval_splits(test, val, device)
     training = StackedTraining(variant, seeds, cfg, device, len(batches))
     if saved:

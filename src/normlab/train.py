@@ -35,7 +35,7 @@ from .variants import Variant
 
 # The settings that shape optimization: variants compared under different values of these are
 # compared partly on those values, and the report must say so (issue 11, item 4).
-RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "trust", "schedule", "epochs", "batch_size", "dropout")
+RECIPE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "trust", "schedule", "epochs", "batch_size", "dropout", "pad")
 
 
 def recipe_note(configs: dict[str, dict], tuned: dict[str, str] | None = None) -> str:
@@ -352,7 +352,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     normalizer = Normalizer(train.info, device, CHANNELS_LAST)
     train_images, train_labels = train.images.to(device), train.labels.to(device)
     splits = eval_splits(test, val, device)
-    batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer)
+    batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer, pad=cfg.pad)
     torch.manual_seed(seed)
     training = Training(variant, cfg, device, len(batches))
     model = training.model

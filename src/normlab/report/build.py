@@ -145,11 +145,19 @@ def setup_paragraph(run) -> Paragraph:
         data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
     parts = [data, f"{plural(cfg.get('epochs', '?'), 'epoch')}, batch {cfg.get('batch_size', '?')}",
              f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, "
-             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})", seed_text,
+             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})",
+             augmentation_text(cfg.get("pad"), dataset_info(run.dataset)), seed_text,
              f"device {res.get('device_name') or res.get('device', '?')}",
              f"normlab {res.get('normlab', '?')}, torch {res.get('torch', '?')}"]
     when = res.get("started", "") + (f" to {res['finished']}" if res.get("finished") else "")
     return Paragraph("; ".join(str(p) for p in parts) + (f". Run {when}." if when else "."))
+
+
+def augmentation_text(pad: int | None, info) -> str:
+    """What the training batches went through: --pad, or the dataset's rule (info.pad) where unset."""
+    pad = info.pad if pad is None else pad
+    return (f"each training image shifted by up to {plural(pad, 'pixel')}{' and mirrored at random' if info.flip else ''}"
+            if pad else "no augmentation")
 
 
 def norm_layers_section(run) -> Section:
