@@ -46,7 +46,7 @@ class DatasetInfo:
         instead of 2 took the final test accuracy from 92.06% to 92.50%. Images of your own
         get the same rule by size; ``--pad`` (TrainConfig.pad) overrides it. With no shift at
         all (--pad 0) ln and gn:4 gained and bn lost on 4,000-image subsets (docs/recipe.md, "The
-        full set, one change at a time"); not the default, as it was not measured on the sweeps."""
+        full set, one change at a time"), but on 1,000 images over 60 epochs it cost 8 of 9 sweep cells."""
         return 4 if min(self.shape[1:]) >= 32 else 1
 
     @property
