@@ -68,6 +68,7 @@ def test_compare_writes_every_figure_and_the_report(trained):
         assert f"{name}" in md
     assert "`bn`" in md and "`gn:2`" in md and "[explain.md](explain.md)" in md
     assert "onecycle schedule, momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr, trust ratio 0.1, weight decay" in md
+    assert "; each training image shifted by up to 1 pixel;" in md          # 28x28: the dataset's rule, no flips
     assert "![" in (out / "explain.md").read_text() and "explain.png" in (out / "explain.md").read_text()
     assert "Total mult-adds (M)" in summary and "Units." not in summary and "[1, 10]" in summary
 

@@ -1,5 +1,7 @@
 """The training path on generated data: batches, augmentation, determinism, L1, divergence."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -226,7 +228,7 @@ def test_pad_sets_the_shift_range_and_zero_turns_augmentation_off():
 
 
 def test_train_run_hands_pad_to_its_batches(fashion_dir, monkeypatch):
-    T = __import__("importlib").import_module("normlab.train")   # the module: normlab.train is the library function
+    T = importlib.import_module("normlab.train")      # the module: normlab.train is the library function
     seen = []
 
     class Spy(TrainBatches):

@@ -53,7 +53,7 @@ class TrainBatches:
                  normalizer: Normalizer, augment: bool = True, pad: int | None = None):
         self.info, self.batch_size, self.normalize, self.augment = info, batch_size, normalizer, augment
         self.labels = labels
-        self.pad = (info.pad if pad is None else pad) if augment else 0     # pad: --pad, None: the dataset's rule
+        self.pad = info.pad_for(pad) if augment else 0
         # Pad the whole set once (black borders, as torchvision's RandomCrop(padding=...) does);
         # a crop is then only an index shift.
         self.images = F.pad(images, (self.pad,) * 4) if self.pad else images

@@ -49,6 +49,10 @@ class DatasetInfo:
         full set, one change at a time"), but on 1,000 images over 60 epochs it cost 8 of 9 sweep cells."""
         return 4 if min(self.shape[1:]) >= 32 else 1
 
+    def pad_for(self, pad: int | None) -> int:
+        """The translation a run used: its --pad, or this dataset's rule where it set none."""
+        return self.pad if pad is None else pad
+
     @property
     def slug(self) -> str:
         """The name as part of a folder name (runs/<slug>-<time>): a dataset of your own is named

@@ -140,23 +140,23 @@ def setup_paragraph(run) -> Paragraph:
     seed_text = f"seed {first}" if seeds == 1 else f"seeds {first}-{first + seeds - 1}"
     lr = "searched per variant" if cfg.get("lr") == "auto" else cfg.get("lr") or {"sgd": 0.1, "adamw": 0.004}.get(cfg.get("optimizer"), "default")
     sizes = (cfg.get("train_size"), cfg.get("test_size"))
-    data = dataset_info(run.dataset).title
+    info = dataset_info(run.dataset)
+    data = info.title
     if all(isinstance(n, int) for n in sizes):
         data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
     parts = [data, f"{plural(cfg.get('epochs', '?'), 'epoch')}, batch {cfg.get('batch_size', '?')}",
              f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, "
              f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})",
-             augmentation_text(cfg.get("pad"), dataset_info(run.dataset)), seed_text,
+             augmentation_text(info.pad_for(cfg.get("pad")), info.flip), seed_text,
              f"device {res.get('device_name') or res.get('device', '?')}",
              f"normlab {res.get('normlab', '?')}, torch {res.get('torch', '?')}"]
     when = res.get("started", "") + (f" to {res['finished']}" if res.get("finished") else "")
     return Paragraph("; ".join(str(p) for p in parts) + (f". Run {when}." if when else "."))
 
 
-def augmentation_text(pad: int | None, info) -> str:
-    """What the training batches went through: --pad, or the dataset's rule (info.pad) where unset."""
-    pad = info.pad if pad is None else pad
-    return (f"each training image shifted by up to {plural(pad, 'pixel')}{' and mirrored at random' if info.flip else ''}"
+def augmentation_text(pad: int, flip: bool) -> str:
+    """What the training batches went through (TrainBatches: flips only come with shifts)."""
+    return (f"each training image shifted by up to {plural(pad, 'pixel')}{' and mirrored at random' if flip else ''}"
             if pad else "no augmentation")
 
 
