@@ -138,6 +138,20 @@ def test_train_stack_gives_train_runs_records_and_checkpoints(fashion_dir, tmp_p
         assert train_run(variant, seed, cfg, train, test, cpu, path).record["epochs"] == result.record["epochs"]
 
 
+def test_train_stack_hands_pad_to_its_batches(fashion_dir, monkeypatch):
+    seen = []
+
+    class Spy(TrainBatches):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            seen.append(self.pad)
+    monkeypatch.setattr(stacked, "TrainBatches", Spy)
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    for pad in (0, 3):
+        train_stack(Variant.parse("bn"), SEEDS[:2], config(epochs=1, pad=pad), train, test, torch.device("cpu"))
+    assert seen == [0, 3]
+
+
 class Kill(Exception):
     pass
 
