@@ -244,7 +244,11 @@ def read_folder(folder: Path) -> Arrays:
     files, labels = labelled_files(train_root, classes)
     empty = sorted(set(classes) - {classes[i] for i in labels})
     if empty:
-        raise UserError(f"{train_root / empty[0]} holds no PNG or JPEG images", "add images or remove the folder")
+        # Every subfolder is a class, so a folder that is not a dataset (its subfolders hold no
+        # images) ends here too: say which folder was taken as the dataset.
+        raise UserError(f"{train_root / empty[0]} holds no PNG or JPEG images, and every subfolder of {train_root} is "
+                        f"read as a class", "add images to it, move it out, or pass a folder whose subfolders are "
+                                            "the classes")
     test_files, test_labels = labelled_files(folder / "test", classes) if split else ([], [])
     cache = cache_path(folder, files + test_files)
     if cache.is_file():
