@@ -99,6 +99,7 @@ def test_a_broken_image_is_one_line_naming_it(tmp_path, capsys, spoil, words):
     assert run_cli("train", "--norm", "bn", "--dataset", tmp_path / "pets", "--epochs", "1", "--out", tmp_path / "run") == 2
     err = capsys.readouterr().err.strip()
     assert f"{broken}: {words}" in err and "\n" not in err and "Traceback" not in err, err
+    assert "<_io." not in err, "Pillow's handle repr is not for users"
     assert not (tmp_path / "run").exists()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import warnings
 import zipfile
@@ -333,5 +334,8 @@ def decode_image(path: Path) -> np.ndarray:
         except UserError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise bad(path, f"not a readable PNG or JPEG image ({str(exc)[:200] or type(exc).__name__})") from None
+            # Pillow names the open handle ("cannot identify image file <_io.BufferedReader name=3>"):
+            # the path is already in the message, the handle's repr says nothing to a user.
+            reason = re.sub(r" ?<[^>]*>", "", str(exc))[:200].strip() or type(exc).__name__
+            raise bad(path, f"not a readable PNG or JPEG image ({reason})") from None
     return array[..., None] if array.ndim == 2 else array
