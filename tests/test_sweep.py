@@ -171,6 +171,30 @@ def test_resume_with_an_added_variant_trains_only_that_variant(swept, data, tmp_
     assert (out / "results.json").read_bytes() == kept
 
 
+def test_resume_with_more_seeds_trains_only_the_new_seeds(swept, data, tmp_path, capsys):
+    out = tmp_path / "more-seeds"
+    shutil.copytree(swept, out)
+    old = {c["key"]: c for c in json.loads((out / "results.json").read_text())["runs"]}
+    before = mtimes(out)
+    argv = [a if a != str(SEEDS) else str(SEEDS + 1) for a in ARGS]
+    capsys.readouterr()
+    assert run_cli(*argv, "--data-dir", data, "--out", out, "--resume") == 0
+    assert "8 already finished, 4 to train" in capsys.readouterr().out
+    assert {k: v for k, v in mtimes(out).items() if k in before} == before, "finished cells are not trained again"
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["seeds"] == SEEDS + 1
+    assert {c["key"]: c for c in results["runs"] if c["key"] in old} == old
+    assert sorted(c["key"] for c in results["runs"] if c["key"] not in old) == sorted(
+        f"b{b}-{v}-seed3" for b in SIZES for v in ("bn", "gn2"))
+    # Fewer seeds, or another first seed, would drop or change runs: refused, folder unchanged.
+    kept = (out / "results.json").read_bytes()
+    for extra in (["--seeds", "1"], ["--seeds", str(SEEDS + 1), "--seed", "2"]):
+        assert run_cli(*argv, *extra, "--data-dir", data, "--out", out, "--resume") == 2
+        err = capsys.readouterr().err
+        assert "was run with other settings" in err and len(err.strip().splitlines()) == 1, err
+        assert (out / "results.json").read_bytes() == kept
+
+
 def test_resume_with_an_added_axis_value_trains_only_its_runs(swept, data, tmp_path, capsys):
     out = tmp_path / "more-values"
     shutil.copytree(swept, out)

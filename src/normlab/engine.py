@@ -214,11 +214,15 @@ def check_resumable(previous: dict, exp: Experiment) -> None:
     # A run saved before an option existed trained with that option's default then (trust: 0.1 at
     # every batch size, before trust_used chose by batch size).
     defaults = {**TrainConfig().to_dict(), "trust": 0.1}
+    # More seeds (same first seed) add runs next to the finished ones, as added variants do: a
+    # 1-seed comparison grows to 3 for its significance tests without retraining seed 1.
+    more_seeds = saved.get("seeds", 1) <= wanted["seeds"]
     differs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {wanted[k]!r}" for k in keys
-               if saved.get(k, defaults.get(k)) != wanted[k]]
+               if saved.get(k, defaults.get(k)) != wanted[k] and not (k == "seeds" and more_seeds)]
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
-                        "resume with the same options, or start a new run with another --out")
+                        "resume with the same options (more --seeds or --norms are fine), or start a new run "
+                        "with another --out")
     check_added_values(exp.out, saved.get("axes", {}), wanted["axes"])
     before, now = saved["variants"], wanted["variants"]
     if not set(before) <= set(now):
