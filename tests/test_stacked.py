@@ -22,8 +22,9 @@ def config(**overrides):
     return TrainConfig(**values)
 
 
-def step_both_ways(variant: str, cfg: TrainConfig, train, steps: int = 5):
-    """(separate losses K x steps, stacked losses K x steps, separate and stacked per-seed states)."""
+def step_both_ways(variant: str, cfg: TrainConfig, train, steps: int = 5, channels_last: bool = CHANNELS_LAST):
+    """(separate losses K x steps, stacked losses K x steps, separate and stacked per-seed states);
+    the separate runs in train_run's memory format, the stack in ``channels_last``'s."""
     variant, cpu = Variant.parse(variant), torch.device("cpu")
     batches = TrainBatches(train.images, train.labels, train.info, cfg.batch_size, Normalizer(train.info, cpu, CHANNELS_LAST))
     streams = lambda: [torch.Generator().manual_seed(s * 1_000_003 + EPOCH) for s in SEEDS]
@@ -36,11 +37,12 @@ def step_both_ways(variant: str, cfg: TrainConfig, train, steps: int = 5):
         losses = [training.step(x.double(), y)[0].item() for (x, y), _ in zip(batches.epoch(generator), range(steps))]
         separate_losses.append(losses)
         separate_states.append(training.state_dict())
-    stack = StackedTraining(variant, SEEDS, cfg, cpu, len(batches))
+    stack = StackedTraining(variant, SEEDS, cfg, cpu, len(batches), channels_last)
     stack.model.double()
     for generator, seed in zip(stack.generators, SEEDS):
         generator.manual_seed(seed * 1_000_003 + EPOCH)
-    stacked_losses = [stack.step(x.double(), y)[0].tolist() for (x, y), _ in zip(stacked_epoch(batches, streams()), range(steps))]
+    stacked_batches = TrainBatches(train.images, train.labels, train.info, cfg.batch_size, Normalizer(train.info, cpu, channels_last))
+    stacked_losses = [stack.step(x.double(), y)[0].tolist() for (x, y), _ in zip(stacked_epoch(stacked_batches, streams()), range(steps))]
     return torch.tensor(separate_losses), torch.tensor(stacked_losses).T, separate_states, stack.unstack()
 
 
@@ -50,13 +52,14 @@ def max_state_difference(a: dict, b: dict) -> float:
 
 
 @pytest.mark.parametrize("variant, overrides", [
-    ("bn", {}), ("gn:4", {}), ("ln", {}), ("in", {}), ("none", {}),
+    ("bn", {}), ("gn:4", {}), ("gn:4", {"channels_last": False}), ("ln", {}), ("in", {}), ("none", {}),
     ("gn:4+l1=1e-3", {}), ("bn", {"dropout": 0.2}), ("ln", {"optimizer": "adamw", "lr": 0.01}), ("gn:4", {"trust": None}),
     ("frn", {}), ("gn:4+ws", {}), ("brn", {}),
 ])
 def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, overrides):
     train, _ = load_splits("fashion-mnist", fashion_dir)
-    separate, together, separate_states, stacked_states = step_both_ways(variant, config(**overrides), train)
+    layout = {k: overrides.pop(k) for k in ("channels_last",) if k in overrides}     # the stack's, as train_stack picks it
+    separate, together, separate_states, stacked_states = step_both_ways(variant, config(**overrides), train, **layout)
     assert separate.shape == together.shape == (len(SEEDS), 5)
     assert (separate[:, 0] - separate[0, 0]).abs().max() > 1e-6, "each seed has its own init and batches"
     assert (separate - together).abs().max() < 1e-9
@@ -188,6 +191,27 @@ def test_plan_stacks_keeps_every_seed_once():
                 groups = plan_stacks(Variant.parse(variant), batch, list(range(1, 12)), torch.device(device))
                 assert sorted(s for g in groups for s in g) == list(range(1, 12))
     assert plan_stacks(Variant.parse("ln-elem"), 2, [1, 2, 3], torch.device("cpu")) == [[1], [2], [3]]
+
+
+def test_narrow_groupnorm_stacks_train_in_nchw_and_stack_at_batch_32(fashion_dir, monkeypatch):
+    # 8-32 channels: gn:4's first layer has 2 per group, gn:8's 1; gn:2's fewest is 4, ln's 8.
+    assert [stacked.narrow_groups(Variant.parse(v)) for v in ("gn:4", "gn:8", "gn:2", "ln", "bn")] == [True, True, False, False, False]
+    cpu = torch.device("cpu")
+    assert [stacked.stack_size(Variant.parse(v), 32, cpu) for v in ("bn", "gn:4", "gn:8", "gn:2", "ln")] == [4, 4, 4, 1, 1]
+    seen = []
+
+    class Spy(StackedTraining):
+        def __init__(self, *args):
+            super().__init__(*args)
+            # A 3x3 kernel with several input channels: for one channel or a 1x1 kernel both formats' strides coincide.
+            kernel = max((m.weight for m in self.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)),
+                         key=lambda w: w.shape[1])
+            seen.append(kernel.is_contiguous(memory_format=torch.channels_last))
+    monkeypatch.setattr(stacked, "StackedTraining", Spy)
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    for variant in ("gn:4", "ln"):
+        train_stack(Variant.parse(variant), SEEDS[:2], config(epochs=1), train, test, cpu)
+    assert seen == [False, CHANNELS_LAST]
 
 
 @pytest.mark.slow

@@ -228,10 +228,11 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
     if saved and (len(saved) < k or len({len(s["epochs"]) for s in saved}) > 1):
         extra = {"val": val} if val is not None else {}
         return [train_run(variant, s, cfg, train, test, device, p, on_epoch, **extra) for s, p in zip(seeds, checkpoints)]
-    normalizer = Normalizer(train.info, device, CHANNELS_LAST)
+    channels_last = CHANNELS_LAST and not narrow_groups(variant, cfg.dataset, cfg.model)
+    normalizer = Normalizer(train.info, device, channels_last)
     batches = TrainBatches(train.images.to(device), train.labels.to(device), train.info, cfg.batch_size, normalizer, pad=cfg.pad)
     splits = eval_splits(test, val, device)
-    training = StackedTraining(variant, seeds, cfg, device, len(batches))
+    training = StackedTraining(variant, seeds, cfg, device, len(batches), channels_last)
     if saved:
         try:
             training.load_state_dicts(saved)
@@ -307,6 +308,26 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
 # convolutions take over (at batch 8, K=8, ~60% of a stacked step in a profile), stacking gains
 # less, only bn still gains at 32, and nothing does at 128. Runs moved ratios by about +-0.2.
 # torch.compile gained nothing (0.8-1.1x) and is not used. GPU: not measured, one at a time.
+#
+# A stack's memory format (benchmarks/stack_memory_format.py, results/20261207-1650-stack-memory-
+# format.json: ms per model-step, 1 thread, two runs at load average 0.0-1.0): with few channels
+# per group, PyTorch's CPU GroupNorm is slow in channels_last (not profiled further), and a stack
+# has K times the groups. Stacks in NCHW against stacks in channels_last, batch 2-32: gn:4 (2-8
+# channels per group) 1.17-1.33x faster, gn:8 (1-4) 1.34-1.68x; gn:2 (4-16) 0.98-1.09x and ln
+# (8-32) 0.94-1.08x, no clear gain; bn 0.71-0.92x (its convolutions gain from channels_last). So a stack
+# whose net has a GroupNorm of at most NARROW_GROUP channels per group trains in NCHW; in NCHW
+# gn:4 and gn:8 gain from stacking at batch 32 too (1.23-1.25x and 1.52x over one at a time in
+# channels_last), so those stack there as bn does.
+NARROW_GROUP = 2
+
+
+@lru_cache(maxsize=None)
+def narrow_groups(variant: Variant, dataset: str = "fashion-mnist", model: str | None = None) -> bool:
+    """Whether the variant's net has a GroupNorm with at most NARROW_GROUP channels per group."""
+    net = build_model(variant, dataset, model=model)
+    return any(isinstance(m, nn.GroupNorm) and m.num_channels // m.num_groups <= NARROW_GROUP for m in net.modules())
+
+
 def stack_size(variant: Variant, batch_size: int, device: torch.device) -> int:
     """How many seeds to train as one network on this device; 1: one at a time."""
     if device.type != "cpu" or not can_stack(variant):
@@ -315,7 +336,7 @@ def stack_size(variant: Variant, batch_size: int, device: torch.device) -> int:
         return 16
     if batch_size <= 8:
         return 8
-    if batch_size <= 16 or (batch_size <= 32 and variant.norm == "bn"):
+    if batch_size <= 16 or (batch_size <= 32 and (variant.norm == "bn" or narrow_groups(variant))):
         return 4
     return 1
 
