@@ -58,8 +58,9 @@ def max_state_difference(a: dict, b: dict) -> float:
 ])
 def test_stacked_steps_equal_separate_steps_in_float64(fashion_dir, variant, overrides):
     train, _ = load_splits("fashion-mnist", fashion_dir)
-    layout = {k: overrides.pop(k) for k in ("channels_last",) if k in overrides}     # the stack's, as train_stack picks it
-    separate, together, separate_states, stacked_states = step_both_ways(variant, config(**overrides), train, **layout)
+    layout = {k: v for k, v in overrides.items() if k == "channels_last"}     # the stack's, as train_stack picks it
+    settings = {k: v for k, v in overrides.items() if k not in layout}
+    separate, together, separate_states, stacked_states = step_both_ways(variant, config(**settings), train, **layout)
     assert separate.shape == together.shape == (len(SEEDS), 5)
     assert (separate[:, 0] - separate[0, 0]).abs().max() > 1e-6, "each seed has its own init and batches"
     assert (separate - together).abs().max() < 1e-9
