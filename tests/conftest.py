@@ -123,3 +123,16 @@ def run_cli(*args) -> int:
         return main([str(a) for a in args])
     except SystemExit as exc:
         return exc.code
+
+
+def record_pads(monkeypatch, module) -> list:
+    """Make every TrainBatches that ``module`` builds append its pad to the returned list."""
+    from normlab.data.batches import TrainBatches
+    seen = []
+
+    class Recorded(TrainBatches):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            seen.append(self.pad)
+    monkeypatch.setattr(module, "TrainBatches", Recorded)
+    return seen

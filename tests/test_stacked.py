@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from conftest import make_idx_dataset
+from conftest import make_idx_dataset, record_pads
 from normlab import norms, stacked
 from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
@@ -143,13 +143,7 @@ def test_train_stack_gives_train_runs_records_and_checkpoints(fashion_dir, tmp_p
 
 
 def test_train_stack_hands_pad_to_its_batches(fashion_dir, monkeypatch):
-    seen = []
-
-    class Spy(TrainBatches):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            seen.append(self.pad)
-    monkeypatch.setattr(stacked, "TrainBatches", Spy)
+    seen = record_pads(monkeypatch, stacked)
     train, test = load_splits("fashion-mnist", fashion_dir)
     for pad in (0, 3):
         train_stack(Variant.parse("bn"), SEEDS[:2], config(epochs=1, pad=pad), train, test, torch.device("cpu"))

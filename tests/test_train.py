@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from conftest import record_pads
 from normlab.data import load_splits
 from normlab.data.batches import Normalizer, TrainBatches
 from normlab.data.catalog import dataset_info
@@ -228,14 +229,7 @@ def test_pad_sets_the_shift_range_and_zero_turns_augmentation_off():
 
 
 def test_train_run_hands_pad_to_its_batches(fashion_dir, monkeypatch):
-    T = importlib.import_module("normlab.train")      # the module: normlab.train is the library function
-    seen = []
-
-    class Spy(TrainBatches):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            seen.append(self.pad)
-    monkeypatch.setattr(T, "TrainBatches", Spy)
+    seen = record_pads(monkeypatch, importlib.import_module("normlab.train"))   # the module: normlab.train is the library function
     train, test = load_splits("fashion-mnist", fashion_dir)
     train_run(Variant.parse("ln"), 3, small_config(epochs=1, pad=0), train, test, torch.device("cpu"))
     assert seen == [0]
