@@ -3,6 +3,7 @@
     python benchmarks/small_batch.py                          # bn, ln, gn:4 at batch 2, 8, 32, 128
     python benchmarks/small_batch.py --batches 2,8 --compile  # also torch.compile'd one model and stack
     python benchmarks/small_batch.py --whole --norms bn --batches 2,8   # train_stack vs train_run, real data
+    python benchmarks/small_batch.py --nchw-stacks --threads 1 --stacks 8   # also each stack in NCHW
 
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
@@ -49,10 +50,11 @@ class Path_:
         return time.perf_counter() - started
 
 
-def make_paths(variant, batch, images, labels, stacks, threads, compile_one):
+def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nchw_stacks=False):
     info, cpu = dataset_info("fashion-mnist"), torch.device("cpu")
     cfg = TrainConfig(dataset="fashion-mnist", batch_size=batch, epochs=1000)
     data = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, CHANNELS_LAST))
+    nchw = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, False))
     paths = []
     for t in threads:
         one = Training(variant, cfg, cpu, len(data))
@@ -62,6 +64,10 @@ def make_paths(variant, batch, images, labels, stacks, threads, compile_one):
             stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
             gens = [torch.Generator().manual_seed(s) for s in range(k)]
             paths.append(Path_(f"stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(data, g))))
+            if nchw_stacks:      # the same stack in NCHW, as train_stack trains narrow GroupNorm groups
+                stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(nchw), channels_last=False)
+                gens = [torch.Generator().manual_seed(s) for s in range(k)]
+                paths.append(Path_(f"stack{k}-nchw/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(nchw, g))))
         if compile_one:      # the model compiled (forward and backward); the step around it as is
             # Every NormNet shares nn.Sequential.forward, so without a reset dynamo stops compiling
             # after 8 of them (its recompile limit) and silently runs them eagerly.
@@ -131,6 +137,7 @@ def main():
     parser.add_argument("--window", type=float, default=0.25, help="seconds per timed window")
     parser.add_argument("--whole", action="store_true", help="time train_stack against train_run on real data instead")
     parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model and stack of the largest K")
+    parser.add_argument("--nchw-stacks", action="store_true", help="also each stack in NCHW instead of channels_last")
     args = parser.parse_args()
     load_before = [round(v, 2) for v in os.getloadavg()]
     torch.manual_seed(0)
@@ -147,8 +154,8 @@ def main():
                 continue
             threads = [int(t) for t in args.threads.split(",")]
             started = time.perf_counter()
-            rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile),
-                            args.rounds, args.window)
+            rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile,
+                                       args.nchw_stacks), args.rounds, args.window)
             # Each path against one model at a time on the same thread count; the thread effect itself
             # is one/1t against one/2t.
             cell = {"variant": norm, "batch_size": batch, "models_per_second": rates,

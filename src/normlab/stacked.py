@@ -309,14 +309,15 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
 # less, only bn still gains at 32, and nothing does at 128. Runs moved ratios by about +-0.2.
 # torch.compile gained nothing (0.8-1.1x) and is not used. GPU: not measured, one at a time.
 #
-# A stack's memory format (benchmarks/stack_memory_format.py, results/20261207-1650-stack-memory-
-# format.json: ms per model-step, 1 thread, two runs at load average 0.0-1.0): with few channels
-# per group, PyTorch's CPU GroupNorm is slow in channels_last (not profiled further), and a stack
-# has K times the groups. Stacks in NCHW against stacks in channels_last, batch 2-32: gn:4 (2-8
-# channels per group) 1.17-1.33x faster, gn:8 (1-4) 1.34-1.68x; gn:2 (4-16) 0.98-1.09x and ln
-# (8-32) 0.94-1.08x, no clear gain; bn 0.71-0.92x (its convolutions gain from channels_last). So a stack
+# A stack's memory format (benchmarks/small_batch.py --nchw-stacks, results/20261207-1727-small-
+# batch-nchw-stacks.json, and two earlier runs of the same alternation, results/20261207-1650-
+# stack-memory-format.json; 1 thread, load average 0.0-1.0): with few channels per group,
+# PyTorch's CPU GroupNorm is slow in channels_last (not profiled further), and a stack has K
+# times the groups. Stacks in NCHW against stacks in channels_last, batch 2-32, K as below: gn:4
+# (2-8 channels per group) 1.12-1.33x faster, gn:8 (1-4) 1.34-1.68x; gn:2 (4-16) 0.98-1.10x and
+# ln (8-32) 0.91-1.11x, no clear gain; bn 0.71-0.94x (its convolutions gain from channels_last). So a stack
 # whose net has a GroupNorm of at most NARROW_GROUP channels per group trains in NCHW; in NCHW
-# gn:4 and gn:8 gain from stacking at batch 32 too (1.23-1.25x and 1.52x over one at a time in
+# gn:4 and gn:8 gain from stacking at batch 32 too (1.23-1.25x and 1.52-1.59x over one at a time in
 # channels_last), so those stack there as bn does.
 NARROW_GROUP = 2
 
