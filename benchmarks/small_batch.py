@@ -9,7 +9,10 @@ Every path is the code a run executes: `Training.step` on `TrainBatches` (one at
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
 with random uint8 images. The paths of one (variant, batch) cell take turns window by window in
 this one process, each window ~0.25 s, and each path's number is the median over windows, so a
-machine shared with other jobs slows them alike; the ratios are the result. Intra-op threads
+machine shared with other jobs slows them alike; the ratios are the result. Each path's rate is
+also given as GFLOP/s (the training FLOPs of one image, forward and backward as PyTorch's
+FlopCounterMode counts them, times images per second), next to a float32 matrix product's
+GFLOP/s on the same threads: how close a path is to what this CPU's cores compute at best. Intra-op threads
 (1 or 2) are a path setting too, switched before each window. Prints JSON and keeps a copy in
 benchmarks/results/<date>-small-batch.json with the load average before and after.
 """
@@ -97,6 +100,31 @@ def measure(paths, rounds: int, window_s: float) -> dict:
     return {name: round(statistics.median(v), 2) for name, v in rates.items()}
 
 
+def train_flops_per_image(variant) -> float:
+    """FLOPs of one image's forward and backward pass (convolutions and the classifier)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from normlab.models import build_model
+    model = build_model(variant, "fashion-mnist")
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+    return counter.get_total_flops() / 8
+
+
+def matmul_gflops(threads: int, n: int = 1024, rounds: int = 5) -> float:
+    """A float32 n x n matrix product's GFLOP/s on ``threads`` threads, median of ``rounds``: a
+    ceiling that small convolutions do not reach."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        rates.append(4 * 2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return round(statistics.median(rates), 1)
+
+
 def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, rounds: int = 2) -> dict:
     """The whole path on real Fashion-MNIST (first images of each split), one epoch with its
     evaluation: K seeds through train_stack against the same seeds through train_run, taking turns."""
@@ -145,6 +173,9 @@ def main():
     labels = torch.randint(0, 10, (4096,))
     stacks = [int(k) for k in args.stacks.split(",")]
     default_threads = torch.get_num_threads()
+    threads = [int(t) for t in args.threads.split(",")]
+    matmul = {f"{t}t": matmul_gflops(t) for t in threads}
+    torch.set_num_threads(default_threads)
     cells = []
     for norm in args.norms.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
@@ -152,8 +183,7 @@ def main():
                 cells.append(whole_runs(norm, batch, stacks[-1], 1000, 1000))
                 print(json.dumps(cells[-1]), flush=True)
                 continue
-            threads = [int(t) for t in args.threads.split(",")]
-            started = time.perf_counter()
+            started, flops = time.perf_counter(), train_flops_per_image(Variant.parse(norm))
             rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile,
                                        args.nchw_stacks), args.rounds, args.window)
             # Each path against one model at a time on the same thread count; the thread effect itself
@@ -161,12 +191,15 @@ def main():
             cell = {"variant": norm, "batch_size": batch, "models_per_second": rates,
                     "ratio_vs_one_at_a_time_same_threads": {
                         k: round(v / rates["one/" + k.split("/")[1]], 2) for k, v in rates.items()},
+                    "train_mflop_per_image": round(flops / 1e6, 2),
+                    "gflop_per_second": {k: round(v * batch * flops / 1e9, 1) for k, v in rates.items()},
                     "seconds": round(time.perf_counter() - started, 1),
                     "load_average_1min": round(os.getloadavg()[0], 2)}
             cells.append(cell)
             print(json.dumps(cell), flush=True)
     result = {"benchmark": "small_batch", "torch": torch.__version__, "cpu_count": os.cpu_count(),
               "default_threads": default_threads, "rounds": args.rounds, "window_s": args.window,
+              "matmul_1024_gflop_per_second": matmul,
               "load_average_1_5_15_min_before": load_before,
               "load_average_1_5_15_min_after": [round(v, 2) for v in os.getloadavg()], "cells": cells}
     out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch{'-whole' if args.whole else ''}.json"

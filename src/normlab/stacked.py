@@ -307,6 +307,8 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
 # At batch 2 a step is mostly per-op overhead, which K models share; as the batch grows the
 # convolutions take over (at batch 8, K=8, ~60% of a stacked step in a profile), stacking gains
 # less, only bn still gains at 32, and nothing does at 128. Runs moved ratios by about +-0.2.
+# From batch 8 on a stack runs at 37-45 GFLOP/s, about the most this net's convolutions reach on
+# one core at any batch size (benchmarks/RESULTS.md, "Why batch 8 stops short of 3x").
 # torch.compile gained nothing (0.8-1.1x) and is not used. GPU: not measured, one at a time.
 #
 # A stack's memory format (benchmarks/small_batch.py --nchw-stacks, results/20261207-1727-small-
