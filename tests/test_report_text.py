@@ -92,11 +92,14 @@ def test_validation_chosen_epochs_are_ranked_and_said(tmp_path):
     md = report(write_run(tmp_path / "run", runs, epochs=3, seeds=1, val=5000))
     assert ("test accuracy at the epoch chosen by validation accuracy on 5,000 held-out training images; the test "
             "set was never used to choose") in md
-    assert "| `bn` | 1 | 85.00 | 2.0 | 84.00 |" in md and "best test" not in md
+    assert "| `bn` | 1 | 85.00 | 2 | 84.00 |" in md and "best test" not in md     # one seed's epoch: a whole number
     assert "highest test accuracy at the best-validation epoch, 85.00%" in md
     assert "ran the same recipe" in md and "`--lr auto` searches one per variant" in md
     titles = [ax.get_title() for ax in plot_curves(load_run(tmp_path / "run")).axes]
     assert "Validation loss" in titles and "Validation accuracy" in titles
+    two = [record("bn", 1, [80, 85, 84], val=[79, 86, 83]), record("bn", 2, [80, 84, 86], val=[79, 83, 85])]
+    md = report(write_run(tmp_path / "two", two, epochs=3, seeds=2, val=5000))
+    assert "| `bn` | 2 | 85.50 ± 0.71 | - | 2.5 ± 0.7 | 85.00 ± 1.41 |" in md   # several seeds: mean ± sd
 
 
 def test_a_loss_spike_goes_on_a_log_axis(tmp_path):

@@ -74,6 +74,11 @@ def spread_text(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def epoch_text(epochs: list[float]) -> str:
+    """One seed's best epoch as the whole number it is ('8'); several seeds' as mean ± sd ('8.3 ± 1.2')."""
+    return spread_text(epochs, 1 if len(epochs) > 1 else 0)
+
+
 def interval(values: list[float]) -> str:
     """The 95% t-interval of a mean accuracy, kept inside [0, 100]; '-' below MIN_SEEDS_FOR_INTERVAL seeds."""
     s = stats_spread(values)
@@ -96,7 +101,7 @@ def results_table(groups: list[VariantRuns], key: str) -> Table:
         seeds = str(len(g.runs)) if finished in (0, len(g.runs)) else f"{finished} of {len(g.runs)}"
         rows.append([f"`{g.variant}`", seeds, spread_text(g.final(key), 2)]
                     + ([interval(g.final(key))] if several else [])
-                    + ([spread_text(g.final("best_val_epoch"), 1), spread_text(g.final("test_acc"), 2)] if chosen else [])
+                    + ([epoch_text(g.final("best_val_epoch")), spread_text(g.final("test_acc"), 2)] if chosen else [])
                     + [spread_text(g.final("test_loss"), 4), ", ".join(f"{p:,}" for p in params) or "-",
                        spread_text([float(r["seconds"]) for r in g.runs if r.get("epochs")], 1), g.status_text()])
     return Table(header, rows, numeric=set(range(1, len(header) - 1)))
