@@ -319,9 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norms", default="bn,ln,gn,in,ln-elem,none", help="comma-separated variants")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("explain", help="how BN, LN, GN and IN compute their statistics, worked and checked",
-                       description="Work BatchNorm, LayerNorm, GroupNorm and InstanceNorm by hand on a small integer "
-                                   "input and check every number against the PyTorch layers normlab's models use.")
+    p = sub.add_parser("explain", help="how each norm (bn, ln, gn, in, brn, frn, +ws) computes its statistics, worked and checked",
+                       description="Work each norm normlab ships (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, BatchRenorm, "
+                                   "FilterResponseNorm, and Weight Standardization) by hand on a small integer input and "
+                                   "check every number against the PyTorch layers normlab's models use.")
     p.add_argument("--batch", type=whole_number, default=3, help="N, samples in the batch (default 3)")
     p.add_argument("--channels", type=whole_number, default=4, help="C (default 4)")
     p.add_argument("--height", type=whole_number, default=2, help="H (default 2)")
