@@ -4,6 +4,8 @@
     python benchmarks/small_batch.py --batches 2,8 --compile  # also torch.compile'd one model and stack
     python benchmarks/small_batch.py --whole --norms bn --batches 2,8   # train_stack vs train_run, real data
     python benchmarks/small_batch.py --nchw-stacks --threads 1 --stacks 8   # also each stack in NCHW
+    python benchmarks/small_batch.py --nchw-one --threads 1 --stacks 8      # also one model in NCHW
+    python benchmarks/small_batch.py --whole-layouts --norms gn:4 --batches 128 --stacks 1 --train-images 10000
 
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
@@ -53,7 +55,7 @@ class Path_:
         return time.perf_counter() - started
 
 
-def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nchw_stacks=False):
+def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nchw_stacks=False, nchw_one=False):
     info, cpu = dataset_info("fashion-mnist"), torch.device("cpu")
     cfg = TrainConfig(dataset="fashion-mnist", batch_size=batch, epochs=1000)
     data = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, CHANNELS_LAST))
@@ -63,6 +65,10 @@ def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nch
         one = Training(variant, cfg, cpu, len(data))
         generator = torch.Generator().manual_seed(0)
         paths.append(Path_(f"one/{t}t", t, 1, one.step, endless(lambda g=generator: data.epoch(g))))
+        if nchw_one:         # one model in NCHW, as train_run trains narrow GroupNorm groups
+            flat = Training(variant, cfg, cpu, len(nchw), channels_last=False)
+            generator_nchw = torch.Generator().manual_seed(0)
+            paths.append(Path_(f"one-nchw/{t}t", t, 1, flat.step, endless(lambda g=generator_nchw: nchw.epoch(g))))
         for k in stacks:
             stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
             gens = [torch.Generator().manual_seed(s) for s in range(k)]
@@ -125,9 +131,11 @@ def matmul_gflops(threads: int, n: int = 1024, rounds: int = 5) -> float:
     return round(statistics.median(rates), 1)
 
 
-def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, rounds: int = 2) -> dict:
+def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, rounds: int = 2,
+               layouts: bool = False) -> dict:
     """The whole path on real Fashion-MNIST (first images of each split), one epoch with its
-    evaluation: K seeds through train_stack against the same seeds through train_run, taking turns."""
+    evaluation: K seeds through train_stack against the same seeds through train_run, taking turns;
+    with ``layouts``, K seeds through train_run in channels_last against the same in NCHW."""
     import contextlib
     import dataclasses
     from normlab.data import load_splits
@@ -138,8 +146,13 @@ def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, r
     test = dataclasses.replace(test, images=test.images[:test_size], labels=test.labels[:test_size])
     cfg, variant, cpu = TrainConfig(dataset="fashion-mnist", epochs=1, batch_size=batch), Variant.parse(norm), torch.device("cpu")
     seeds = list(range(1, k + 1))
-    paths = {"train_run x K": lambda: [train_run(variant, s, cfg, train, test, cpu) for s in seeds],
-             f"train_stack K={k}": lambda: train_stack(variant, seeds, cfg, train, test, cpu)}
+    if layouts:
+        paths = {"train_run x K": lambda: [train_run(variant, s, cfg, train, test, cpu, channels_last=True) for s in seeds],
+                 "train_run NCHW x K": lambda: [train_run(variant, s, cfg, train, test, cpu, channels_last=False)
+                                                for s in seeds]}
+    else:
+        paths = {"train_run x K": lambda: [train_run(variant, s, cfg, train, test, cpu) for s in seeds],
+                 f"train_stack K={k}": lambda: train_stack(variant, seeds, cfg, train, test, cpu)}
     seconds = {name: [] for name in paths}
     torch.set_num_threads(1)
     for _ in range(rounds):
@@ -151,7 +164,7 @@ def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, r
             seconds[name + " test_acc"] = [r.record["final"]["test_acc"] for r in results]
     fastest = {name: min(v) for name, v in seconds.items() if "acc" not in name}
     return {"variant": norm, "batch_size": batch, "train_images": train_size, "test_images": test_size,
-            "seconds": seconds, "speedup": round(fastest["train_run x K"] / fastest[f"train_stack K={k}"], 2),
+            "seconds": seconds, "speedup": round(fastest["train_run x K"] / fastest[list(paths)[1]], 2),
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -162,16 +175,20 @@ def main():
     parser.add_argument("--stacks", default="4,8")
     parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--train-images", type=int, default=1000, help="--whole, --whole-layouts: training images")
     parser.add_argument("--window", type=float, default=0.25, help="seconds per timed window")
     parser.add_argument("--whole", action="store_true", help="time train_stack against train_run on real data instead")
     parser.add_argument("--compile", action="store_true", help="also a torch.compile'd single model and stack of the largest K")
     parser.add_argument("--nchw-stacks", action="store_true", help="also each stack in NCHW instead of channels_last")
+    parser.add_argument("--nchw-one", action="store_true", help="also one model at a time in NCHW")
+    parser.add_argument("--whole-layouts", action="store_true",
+                        help="time train_run in channels_last against train_run in NCHW on real data instead")
     args = parser.parse_args()
     load_before = [round(v, 2) for v in os.getloadavg()]
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (4096,))
-    stacks = [int(k) for k in args.stacks.split(",")]
+    stacks = [int(k) for k in args.stacks.split(",") if k]     # --stacks "": no stacks
     default_threads = torch.get_num_threads()
     threads = [int(t) for t in args.threads.split(",")]
     matmul = {f"{t}t": matmul_gflops(t) for t in threads}
@@ -179,13 +196,13 @@ def main():
     cells = []
     for norm in args.norms.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
-            if args.whole:
-                cells.append(whole_runs(norm, batch, stacks[-1], 1000, 1000))
+            if args.whole or args.whole_layouts:
+                cells.append(whole_runs(norm, batch, stacks[-1], args.train_images, 1000, layouts=args.whole_layouts))
                 print(json.dumps(cells[-1]), flush=True)
                 continue
             started, flops = time.perf_counter(), train_flops_per_image(Variant.parse(norm))
             rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile,
-                                       args.nchw_stacks), args.rounds, args.window)
+                                       args.nchw_stacks, args.nchw_one), args.rounds, args.window)
             # Each path against one model at a time on the same thread count; the thread effect itself
             # is one/1t against one/2t.
             cell = {"variant": norm, "batch_size": batch, "models_per_second": rates,
@@ -202,7 +219,7 @@ def main():
               "matmul_1024_gflop_per_second": matmul,
               "load_average_1_5_15_min_before": load_before,
               "load_average_1_5_15_min_after": [round(v, 2) for v in os.getloadavg()], "cells": cells}
-    out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch{'-whole' if args.whole else ''}.json"
+    out = Path(__file__).parent / "results" / f"{time.strftime('%Y%m%d-%H%M')}-small-batch{'-whole' if args.whole or args.whole_layouts else ''}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

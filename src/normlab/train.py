@@ -341,20 +341,21 @@ def eval_splits(test: Dataset, val: Dataset | None, device: torch.device) -> dic
 def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, test: Dataset,
               device: torch.device, checkpoint: Path | None = None,
               on_epoch: Callable[[dict], None] | None = None, label: str | None = None,
-              val: Dataset | None = None) -> RunResult:
+              val: Dataset | None = None, channels_last: bool = CHANNELS_LAST) -> RunResult:
     """Train one variant with one seed; evaluate on ``val`` (the held-out split, data.split.holdout)
     and on the test set after every epoch.
 
     With ``checkpoint`` set, state is saved there after every epoch, and a run that finds a
-    checkpoint of an unfinished run continues from its last finished epoch.
+    checkpoint of an unfinished run continues from its last finished epoch. ``channels_last``: the
+    memory format (NCHW only for benchmarks/small_batch.py --whole-layouts).
     """
     check_batch(variant, cfg.batch_size, len(train))
-    normalizer = Normalizer(train.info, device, CHANNELS_LAST)
+    normalizer = Normalizer(train.info, device, channels_last)
     train_images, train_labels = train.images.to(device), train.labels.to(device)
     splits = eval_splits(test, val, device)
     batches = TrainBatches(train_images, train_labels, train.info, cfg.batch_size, normalizer, pad=cfg.pad)
     torch.manual_seed(seed)
-    training = Training(variant, cfg, device, len(batches))
+    training = Training(variant, cfg, device, len(batches), channels_last)
     model = training.model
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
