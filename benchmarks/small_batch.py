@@ -60,36 +60,37 @@ def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nch
     cfg = TrainConfig(dataset="fashion-mnist", batch_size=batch, epochs=1000)
     data = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, CHANNELS_LAST))
     nchw = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, False))
+
+    def one(name, t, batches, channels_last=CHANNELS_LAST, compiled=False):
+        training = Training(variant, cfg, cpu, len(batches), channels_last)
+        if compiled:         # the model compiled (forward and backward); the step around it as is
+            training.model = torch.compile(training.model)
+        generator = torch.Generator().manual_seed(0)
+        return Path_(name, t, 1, training.step, endless(lambda: batches.epoch(generator)))
+
+    def stack(name, t, k, batches, channels_last=CHANNELS_LAST, compiled=False):
+        training = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(batches), channels_last)
+        if compiled:
+            training.model = torch.compile(training.model)
+        generators = [torch.Generator().manual_seed(s) for s in range(k)]
+        return Path_(name, t, k, training.step, endless(lambda: stacked_epoch(batches, generators)))
+
     paths = []
     for t in threads:
-        one = Training(variant, cfg, cpu, len(data))
-        generator = torch.Generator().manual_seed(0)
-        paths.append(Path_(f"one/{t}t", t, 1, one.step, endless(lambda g=generator: data.epoch(g))))
-        if nchw_one:         # one model in NCHW, as train_run trains narrow GroupNorm groups
-            flat = Training(variant, cfg, cpu, len(nchw), channels_last=False)
-            generator_nchw = torch.Generator().manual_seed(0)
-            paths.append(Path_(f"one-nchw/{t}t", t, 1, flat.step, endless(lambda g=generator_nchw: nchw.epoch(g))))
+        paths.append(one(f"one/{t}t", t, data))
+        if nchw_one:         # one model in NCHW (train_run stays in channels_last: RESULTS.md)
+            paths.append(one(f"one-nchw/{t}t", t, nchw, channels_last=False))
         for k in stacks:
-            stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
-            gens = [torch.Generator().manual_seed(s) for s in range(k)]
-            paths.append(Path_(f"stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(data, g))))
+            paths.append(stack(f"stack{k}/{t}t", t, k, data))
             if nchw_stacks:      # the same stack in NCHW, as train_stack trains narrow GroupNorm groups
-                stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(nchw), channels_last=False)
-                gens = [torch.Generator().manual_seed(s) for s in range(k)]
-                paths.append(Path_(f"stack{k}-nchw/{t}t", t, k, stack.step, endless(lambda g=gens: stacked_epoch(nchw, g))))
-        if compile_one:      # the model compiled (forward and backward); the step around it as is
+                paths.append(stack(f"stack{k}-nchw/{t}t", t, k, nchw, channels_last=False))
+        if compile_one:
             # Every NormNet shares nn.Sequential.forward, so without a reset dynamo stops compiling
             # after 8 of them (its recompile limit) and silently runs them eagerly.
             torch._dynamo.reset()
-            compiled = Training(variant, cfg, cpu, len(data))
-            compiled.model = torch.compile(compiled.model)
-            generator2 = torch.Generator().manual_seed(0)
-            paths.append(Path_(f"compiled-one/{t}t", t, 1, compiled.step, endless(lambda g=generator2: data.epoch(g))))
-            k = stacks[-1]
-            stack = StackedTraining(variant, list(range(1, k + 1)), cfg, cpu, len(data))
-            stack.model = torch.compile(stack.model)
-            gens2 = [torch.Generator().manual_seed(s) for s in range(k)]
-            paths.append(Path_(f"compiled-stack{k}/{t}t", t, k, stack.step, endless(lambda g=gens2: stacked_epoch(data, g))))
+            paths.append(one(f"compiled-one/{t}t", t, data, compiled=True))
+            if stacks:
+                paths.append(stack(f"compiled-stack{stacks[-1]}/{t}t", t, stacks[-1], data, compiled=True))
     return paths
 
 
@@ -189,9 +190,11 @@ def main():
     images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (4096,))
     stacks = [int(k) for k in args.stacks.split(",") if k]     # --stacks "": no stacks
+    if (args.whole or args.whole_layouts) and not stacks:
+        parser.error("--whole and --whole-layouts train K seeds: pass --stacks K")
     default_threads = torch.get_num_threads()
     threads = [int(t) for t in args.threads.split(",")]
-    matmul = {f"{t}t": matmul_gflops(t) for t in threads}
+    matmul = {} if args.whole or args.whole_layouts else {f"{t}t": matmul_gflops(t) for t in threads}
     torch.set_num_threads(default_threads)
     cells = []
     for norm in args.norms.split(","):
