@@ -273,6 +273,18 @@ def test_a_user_model_builds_for_each_norm_and_trains(user_module, fashion_dir):
         assert any(is_norm_layer(m) for m in result.model.modules())
 
 
+def test_seeds_of_a_user_model_train_one_at_a_time_at_small_batches(user_module, fashion_dir, tmp_path):
+    # The stacking rule was measured on normlab's nets; tiny_resnet's Linear head and residual
+    # block do not stack at all, and once made `compare --model ... --seeds 2 --batch-size 8` fail.
+    from normlab.stacked import plan_stacks
+    cpu = torch.device("cpu")
+    assert plan_stacks(Variant.parse("bn"), 8, [1, 2], cpu, "fashion-mnist", user_module) == [[1], [2]]
+    assert plan_stacks(Variant.parse("bn"), 8, [1, 2], cpu, "fashion-mnist") == [[1, 2]]
+    run = normlab.compare(norms="bn", model=user_module, seeds=2, batch_size=8, epochs=1, train_limit=200,
+                          test_limit=100, data_dir=fashion_dir, out=tmp_path / "run")
+    assert [(r["seed"], r["status"], r.get("stacked")) for r in run.results["runs"]] == [(1, "done", None), (2, "done", None)]
+
+
 @pytest.mark.parametrize("spec, words", [
     ("my_nets:tiny_resnet#gn:4", r"gn:4 does not divide the 6 channels of layer 5 in --model my_nets:tiny_resnet; "
                                  r"use gn:G with G one of 1, 2, 3, 6"),

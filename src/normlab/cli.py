@@ -64,9 +64,10 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
                         "with several GPUs, worker i uses GPU i mod count (default 1: one after another)")
     e.add_argument("--executor", default="local", help="local (default) or ray (needs pip install 'normlab[ray]')")
     e.add_argument("--threads", type=whole_number, default=None, help="local: torch threads per run (default: every core with 1 worker, cores/N with N)")
-    e.add_argument("--stack", default="auto", help="local, one process: auto trains the seeds of one configuration as one "
-                                                   "stacked network where that is faster (small batches on a CPU); off: "
-                                                   "one at a time (default auto)")
+    e.add_argument("--stack", default="auto", help="local: auto trains the seeds of one configuration as one "
+                                                   "stacked network where that is faster (small batches on a CPU, normlab's "
+                                                   "nets; a --model of yours trains one at a time); off: one at a time "
+                                                   "(default auto)")
     e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
     e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each run asks for (default 1)")
     e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each run asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")

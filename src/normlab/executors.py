@@ -164,8 +164,9 @@ def stack_groups(cells: list[Cell], device: str) -> list[list[Cell]]:
     groups = []
     for members in alike.values():
         by_seed = {c.seed: c for c in members}
-        plan = plan_stacks(Variant.parse(members[0].variant), members[0].cfg["batch_size"], list(by_seed),
-                           torch.device(device)) if members[0].checkpoint is not None else [[c.seed] for c in members]
+        cfg = members[0].cfg
+        plan = plan_stacks(Variant.parse(members[0].variant), cfg["batch_size"], list(by_seed), torch.device(device),
+                           cfg["dataset"], cfg["model"]) if members[0].checkpoint is not None else [[c.seed] for c in members]
         groups += [[by_seed[seed] for seed in seeds] for seeds in plan]
     return groups
 

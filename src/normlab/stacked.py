@@ -331,20 +331,24 @@ def narrow_groups(variant: Variant, dataset: str = "fashion-mnist", model: str |
     return any(isinstance(m, nn.GroupNorm) and m.num_channels // m.num_groups <= NARROW_GROUP for m in net.modules())
 
 
-def stack_size(variant: Variant, batch_size: int, device: torch.device) -> int:
-    """How many seeds to train as one network on this device; 1: one at a time."""
-    if device.type != "cpu" or not can_stack(variant):
+def stack_size(variant: Variant, batch_size: int, device: torch.device, dataset: str = "fashion-mnist",
+               model: str | None = None) -> int:
+    """How many seeds to train as one network on this device; 1: one at a time. The rule was
+    measured on normlab's nets (the 28x28 and the CIFAR-10 one), so a ``--model`` of your own,
+    whose layers may not stack at all and whose speed was never measured, trains one at a time."""
+    if device.type != "cpu" or model or not can_stack(variant, dataset):
         return 1
     if batch_size <= 4:
         return 16
     if batch_size <= 8:
         return 8
-    if batch_size <= 16 or (batch_size <= 32 and (variant.norm == "bn" or narrow_groups(variant))):
+    if batch_size <= 16 or (batch_size <= 32 and (variant.norm == "bn" or narrow_groups(variant, dataset))):
         return 4
     return 1
 
 
-def plan_stacks(variant: Variant, batch_size: int, seeds: list[int], device: torch.device) -> list[list[int]]:
+def plan_stacks(variant: Variant, batch_size: int, seeds: list[int], device: torch.device,
+                dataset: str = "fashion-mnist", model: str | None = None) -> list[list[int]]:
     """The seeds split into groups to train together (train_stack) or alone (a group of one)."""
-    k = stack_size(variant, batch_size, device)
+    k = stack_size(variant, batch_size, device, dataset, model)
     return [list(seeds[i:i + k]) for i in range(0, len(seeds), k)]
