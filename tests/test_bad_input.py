@@ -218,6 +218,10 @@ CASES = {
     "unknown schedule": option_case("--schedule", "linear", words=["unknown schedule 'linear'"]),
     "unknown device": option_case("--device", "tpu", words=["unknown device 'tpu'", "auto, cpu or cuda"]),
     "unknown option": option_case("--frobnicate", words=["unrecognized arguments: --frobnicate", "--help"]),
+    "an abbreviated option": option_case("--over", words=["unrecognized arguments: --over"]),   # not --overwrite
+    "huge lr": option_case("--lr", "1e308", words=["--lr 1e+308 is above 1000"]),
+    "huge weight decay": option_case("--weight-decay", "1e300", words=["--weight-decay 1e+300 is above 1000"]),
+    "huge trust ratio": option_case("--trust", "1e39", words=["--trust 1e+39 is above 1000"]),
     "train: batch 1 with bn": (lambda g, r, t: ["train", "--norm", "bn", "--dataset", "mnist", "--batch-size", "1",
                                                 "--data-dir", g, "--out", t / "new"], ["batch size 1 with bn"]),
     "train: unknown norm": (lambda g, r, t: ["train", "--norm", "bm", "--dataset", "mnist", "--data-dir", g, "--out", r,

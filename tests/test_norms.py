@@ -242,6 +242,22 @@ def tiny_resnet(norm_layer, in_channels, num_classes):
 
 def not_a_model(norm_layer, in_channels, num_classes):
     return 42
+
+
+def raises(norm_layer, in_channels, num_classes):
+    raise ValueError("boom")
+
+
+def six_outputs(norm_layer, in_channels, num_classes):
+    return nn.Sequential(nn.Conv2d(in_channels, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def rgb_only(norm_layer, in_channels, num_classes):
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+
+def no_weights(norm_layer, in_channels, num_classes):
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 '''
 
 
@@ -293,6 +309,12 @@ def test_seeds_of_a_user_model_train_one_at_a_time_at_small_batches(user_module,
     ("broken_nets:net", r"cannot import 'broken_nets' .*no_such_package_here"),
     ("my_nets:missing", r"module 'my_nets' has no function 'missing'"),
     ("my_nets:not_a_model", r"returned int, not an nn.Module"),
+    # each of these once got as far as training, then stopped with a traceback
+    ("my_nets:raises", r"--model my_nets:raises raised ValueError \(boom\); fix my_nets:raises: it is called as "),
+    ("os:system", r"--model os:system raised TypeError"),
+    ("my_nets:six_outputs", r"returns a tensor of shape \(2, 6\) for 2 images; expected 2 x 10 logits"),
+    ("my_nets:rgb_only", r"fails on a batch of 2 images of 1x28x28 \(RuntimeError: "),
+    ("my_nets:no_weights", r"has no trainable parameters"),
 ])
 def test_user_model_errors_are_one_line(user_module, spec, words):
     spec, _, variant = spec.partition("#")

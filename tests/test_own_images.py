@@ -154,8 +154,13 @@ def test_an_npz_without_a_test_split_or_class_names(tmp_path):
     (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0, 1, -1, 0])), "class numbers start at 0"),
     (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros(4, int), test_images=np.zeros((2, 8, 8), np.uint8)),
      "only one of test_images and test_labels"),
-    (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros(4, int), test_images=np.zeros((2, 9, 9), np.uint8),
+    (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.arange(4) % 2, test_images=np.zeros((2, 9, 9), np.uint8),
           test_labels=np.zeros(2, int)), "test_images are 9x9x1 per image, images are 8x8x1"),
+    # 10**12 once made normlab name 10**12 classes and take all memory
+    (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0, 1, 10**12, 0])),
+     "labels holds 1000000000000, more classes than its 4 images"),
+    (dict(images=np.zeros((0, 8, 8), np.uint8), labels=np.zeros(0, int)), "holds no images"),
+    (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros(4, int)), "holds 1 class; a dataset needs at least two"),
     (dict(images=np.array([object()] * 4), labels=np.zeros(4, int)), "not a readable .npz .*[Pp]ickle"),
 ])
 def test_a_bad_npz_is_one_line(tmp_path, arrays, words):
@@ -207,3 +212,30 @@ def test_train_on_an_npz_of_your_own(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["runs"][0]["status"] == "done" and results["runs"][0]["epochs"][0]["test_acc"] >= 0
     assert (out / "misclassified-bn.png").is_file() and (out / "report.md").read_text().startswith("# normlab report: rgb")
+
+
+@pytest.mark.parametrize("locked", ["", "dog"])
+def test_an_unreadable_folder_is_one_line(tmp_path, locked):
+    """The image folder, or one class folder, that this user may not read: a one-line error, not
+    a PermissionError traceback, and not a class that looks empty. Root reads anything, so as
+    root normlab runs under setpriv without the capabilities that override file permissions."""
+    import shutil
+    import subprocess
+    import sys
+    make_image_folder(tmp_path / "pets", per_class=3, size=8)
+    command = [sys.executable, "-m", "normlab", "summary", "--dataset", str(tmp_path / "pets"), "--norms", "bn"]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    target = tmp_path / "pets" / locked
+    target.chmod(0)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    finally:
+        target.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert f"cannot open {target.as_posix().rstrip('/')}" in err and "(permission denied); make it readable" in err, err

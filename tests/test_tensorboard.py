@@ -63,3 +63,28 @@ def test_a_run_with_tensorboard_logs_every_epoch_and_its_figures(tmp_path):
     assert run_cli(*args, "--overwrite") == 0
     assert (out / "tensorboard" / "mine.txt").read_text() == "mine"
     assert len(read(out / "tensorboard" / "gn2-seed1").Scalars("accuracy/val")) == 2
+
+
+def test_normlab_touches_only_the_event_files_and_figures_it_wrote(tmp_path):
+    # A tensorboard/ folder of the user's in a run folder: `normlab report` once deleted every
+    # event file under it and started writing events for a run trained without --tensorboard,
+    # and a --tensorboard run read any *.png there as its figure (a stray non-PNG crashed it).
+    data = make_idx_dataset(tmp_path / "mnist", n_train=256, n_test=64)
+    out = tmp_path / "run"
+    args = ["train", "--norm", "bn", "--dataset", "mnist", "--epochs", "1", "--batch-size", "32", "--data-dir", data, "--out", out]
+    assert run_cli(*args) == 0
+    mine = out / "tensorboard" / "myexp" / "events.out.tfevents.123.myhost"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    stray = out / "misclassified-mine.png"
+    stray.write_text("not a png")
+    assert run_cli("report", out) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "tensorboard").rglob("*") if p.is_file()) == [
+        "tensorboard/myexp/events.out.tfevents.123.myhost"]
+    assert run_cli(*args, "--overwrite", "--tensorboard") == 0
+    assert mine.read_text() == "mine" and stray.read_text() == "not a png"
+    figures = read(out / "tensorboard" / "figures").Tags()["images"]
+    assert "curves" in figures and "misclassified-mine" not in figures
+    assert run_cli("report", out) == 0
+    assert mine.read_text() == "mine"
+    assert len(read(out / "tensorboard" / "bn-seed1").Scalars("accuracy/val")) == 1

@@ -39,9 +39,9 @@ def write_any_report(out: Path, test=None, data_dir=None, log=print) -> list[Pat
     """The report of any run folder (a comparison's or a sweep's), saying what it draws."""
     from .report.build import write_report
     written = write_report(out, data_dir, test, log=log)
-    if (Path(out) / "tensorboard").is_dir():       # a run trained with --tensorboard: its events follow
+    from .tensorboard import write_events, written_events
+    if written_events(out):                        # a run trained with --tensorboard: its events follow
         from .runs import read_results
-        from .tensorboard import write_events
         written.append(write_events(out, read_results(out)))
     return written
 

@@ -29,7 +29,12 @@ def on_sigterm(signum, frame):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what and how to fix), not usage text + error."""
+    """argparse, but a usage error is one line (what and how to fix), not usage text + error, and
+    an option must be spelled out: with argparse's prefix matching, `compare --over` (a sweep's
+    option typed into compare) meant --overwrite and replaced the finished run in --out."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
@@ -386,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"normlab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PermissionError as exc:
+        # A dataset folder, --data-dir or run folder normlab may not open (writes are checked
+        # before training; this is the read side, wherever it happens).
+        print(f"normlab {args.command}: error: cannot open {exc.filename or 'a file'} (permission denied); "
+              f"make it readable for this user, or point normlab at another file or folder", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

@@ -20,6 +20,10 @@ EPOCH_SEED_FACTOR = 1_000_003
 MAX_SEED = (2**63 - 1) // EPOCH_SEED_FACTOR - 10**6
 # The training set is padded once, whole (TrainBatches): 16 pixels already make a 28x28 set 4.6x larger in memory.
 MAX_PAD = 16
+# The most --lr, --weight-decay and --trust take. A run diverges long before (the default peak lr
+# is 0.1), and from about 3.4e38, the largest float32, PyTorch's optimizer cannot even form the
+# step: --lr 1e308 stopped with an overflow traceback instead of a one-line error.
+MAX_RATE = 1e3
 
 
 TRUST, TRUST_FROM_BATCH = 0.1, 32     # the default trust ratio, and the batch size it starts at (trust_used)
@@ -73,10 +77,15 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
             (self.lr in (None, AUTO) or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
              f"--lr {self.lr} must be a positive number or auto", "pass e.g. --lr 0.1"),
+            (not isinstance(self.lr, (int, float)) or self.lr <= MAX_RATE, f"--lr {self.lr} is above {MAX_RATE:g}",
+             "pass e.g. --lr 0.1 (the default peak), or --lr auto"),
             (not (self.lr == AUTO and self.val == 0), "--lr auto chooses on the validation split, and --val 0 turns it off",
              "drop --val 0, or pass a number to --lr"),
             (math.isfinite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative", "pass e.g. --weight-decay 5e-4"),
+            (not self.weight_decay > MAX_RATE, f"--weight-decay {self.weight_decay} is above {MAX_RATE:g}", "pass e.g. --weight-decay 5e-4"),
             (self.trust is None or (math.isfinite(self.trust) and self.trust >= 0), f"--trust {self.trust} must not be negative",
+             "pass e.g. --trust 0.1, or --trust 0 for plain SGD"),
+            (self.trust is None or not self.trust > MAX_RATE, f"--trust {self.trust} is above {MAX_RATE:g}",
              "pass e.g. --trust 0.1, or --trust 0 for plain SGD"),
             (0 <= self.momentum < 1, f"--momentum {self.momentum} must be in [0, 1)", "pass e.g. --momentum 0.9"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout} must be in [0, 1)", "pass e.g. --dropout 0.05"),

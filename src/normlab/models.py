@@ -183,17 +183,48 @@ def load_model_function(spec: str):
     return function
 
 
-def user_model(spec: str, variant: Variant, in_channels: int, num_classes: int) -> nn.Module:
-    model = load_model_function(spec)(norm_layer_for(variant), in_channels, num_classes)
+def user_model(spec: str, variant: Variant, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The user's function called as ``function(norm_layer, in_channels, num_classes)`` and tried
+    on two blank images of ``shape``: a model that cannot train on this dataset is refused here,
+    in one line, not by a traceback from the first training step."""
+    fix = f"fix {spec}: it is called as function(norm_layer, in_channels, num_classes) and must return an nn.Module"
+    try:
+        model = load_model_function(spec)(norm_layer_for(variant), shape[0], num_classes)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"--model {spec} raised {type(exc).__name__} ({str(exc).splitlines()[0][:200] if str(exc) else ''})", fix) from None
     if not isinstance(model, nn.Module):
-        raise UserError(f"--model {spec} returned {type(model).__name__}, not an nn.Module",
-                        "return the model built from (norm_layer, in_channels, num_classes)")
+        raise UserError(f"--model {spec} returned {type(model).__name__}, not an nn.Module", fix)
     for path, module in model.named_modules():
         if isinstance(module, _Misfit):
             norms.check_groups(variant, module.channels, f" of layer {path} in --model {spec}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError(f"--model {spec} has no trainable parameters", "return a model with weights to train")
     if variant.ws:
         swap(model, lambda m: type(m) is nn.Conv2d, lambda path, conv: WSConv2d.from_conv(conv))
+    check_output(model, spec, shape, num_classes)
     return model
+
+
+def check_output(model: nn.Module, spec: str, shape: tuple[int, int, int], num_classes: int) -> None:
+    """The model maps a batch of 2 images of ``shape`` to 2 x num_classes logits (in eval mode,
+    so no running statistics change)."""
+    x = torch.zeros(2, *shape)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:
+        raise UserError(f"--model {spec} fails on a batch of 2 images of {'x'.join(map(str, shape))} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                        "make it take N x in_channels x H x W images of this dataset") from None
+    finally:
+        model.train(was_training)
+    if not (torch.is_tensor(out) and tuple(out.shape) == (2, num_classes)):
+        got = f"a tensor of shape {tuple(out.shape)}" if torch.is_tensor(out) else type(out).__name__
+        raise UserError(f"--model {spec} returns {got} for 2 images; expected 2 x {num_classes} logits, one per class",
+                        "end the model with a layer of num_classes outputs")
 
 
 def swap(model: nn.Module, match, make) -> list[tuple[str, nn.Module, nn.Module]]:
@@ -233,7 +264,7 @@ def build_model(variant: Variant | str, dataset: str = "cifar10", dropout: float
         variant = Variant.parse(variant)
     info = dataset_info(dataset)
     if model:
-        return user_model(model, variant, info.shape[0], len(info.classes))
+        return user_model(model, variant, info.shape, len(info.classes))
     return NormNet(variant, info.shape, len(info.classes), dropout)
 
 

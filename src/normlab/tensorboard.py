@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
-from .storage import own_folder
+from .storage import own_folder, read_manifest
 
 FOLDER = "tensorboard"
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
@@ -71,9 +71,12 @@ class EventLog:
         self.writer(key).add_image(name, np.ascontiguousarray(image), dataformats="HWC")
 
     def figures(self, folder: Path) -> None:
-        """The run folder's finished figures, as images of a "figures" run."""
+        """The run folder's finished figures, as images of a "figures" run: the PNGs normlab wrote
+        there (its manifest lists them), not any other file of that name in the folder."""
+        written = read_manifest(folder) or set()
         for png in sorted(Path(folder).glob("*.png")):
-            self.figure("figures", png.stem, png)
+            if png.name in written:
+                self.figure("figures", png.stem, png)
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -81,12 +84,18 @@ class EventLog:
         self.writers.clear()
 
 
+def written_events(folder: Path) -> list[str]:
+    """The event files normlab wrote under ``folder``/tensorboard (relative names, from its manifest)."""
+    return sorted(n for n in read_manifest(folder) or () if n.startswith(FOLDER + "/") and "/events.out.tfevents." in n)
+
+
 def write_events(folder: Path, results: dict) -> Path:
     """Every run's epochs of ``results`` and the folder's figures as event files under
-    ``folder``/tensorboard, replacing the event files normlab wrote there before."""
+    ``folder``/tensorboard, replacing the event files normlab wrote there before (and only those:
+    an event file of yours in that folder stays)."""
     log = EventLog(folder)
-    for old in log.folder.glob("*/events.out.tfevents.*"):
-        old.unlink()                                # only TensorBoard's own file names, in our folder
+    for name in written_events(folder):
+        (Path(folder) / name).unlink(missing_ok=True)
     for run in results["runs"]:
         log.epochs(run["key"], run["epochs"])
     log.figures(folder)

@@ -162,13 +162,22 @@ def read_npz(path: Path) -> Arrays:
     images, labels = checked_images(path, "images", arrays["images"]), checked_labels(path, "labels", arrays["labels"])
     if len(images) != len(labels):
         raise bad(path, f"{len(labels)} labels for {len(images)} images")
+    if not len(images):
+        raise bad(path, "holds no images", "save at least one image per class")
     if "classes" in arrays:
         classes = arrays["classes"]
         if classes.ndim != 1 or classes.dtype.kind not in "US" or not len(classes):
             raise bad(path, f"'classes' is a {classes.dtype} array of shape {classes.shape}; expected a list of names")
         classes = tuple(str(c.decode() if isinstance(c, bytes) else c) for c in classes)
     else:
-        classes = tuple(str(c) for c in range(int(labels.max(initial=0)) + 1))
+        # Classes are 0..max label; a label past the image count would name more classes than
+        # images (10**12 once asked for 10**12 class names and took all memory).
+        if labels.max() >= len(labels):
+            raise bad(path, f"labels holds {int(labels.max())}, more classes than its {len(labels)} images",
+                      "number the classes 0, 1, 2, ... (or save their names as 'classes')")
+        classes = tuple(str(c) for c in range(int(labels.max()) + 1))
+    if len(classes) < 2:
+        raise bad(path, f"holds {len(classes)} class; a dataset needs at least two", "save images of two or more classes")
     if "test_images" not in arrays:
         result = with_test_split(images, labels, classes)
     else:
@@ -206,11 +215,15 @@ def checked_labels(path: Path, key: str, labels: np.ndarray) -> np.ndarray:
 
 # --- image folders --------------------------------------------------------------------------
 
+def _raise(exc: OSError):
+    raise exc
+
+
 def image_files(folder: Path) -> list[Path]:
     """PNG and JPEG files under ``folder`` (any depth, no hidden ones, symlinked folders not
     followed: they could loop), in sorted order."""
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=_raise):     # not skipped: a class would look empty
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(root) / f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."))
     return found
