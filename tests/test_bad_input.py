@@ -247,6 +247,9 @@ CASES = {
     "results not normlab's": folder_case(write("results.json", b"[1, 2, 3]\n"), words=["is not a normlab results file"]),
     "results missing its runs": folder_case(write("results.json", b"{\"config\": {\"dataset\": \"mnist\"}}\n"), words=["is not a normlab results file"]),
     # issue 13: results.json and misclassified.json of the wrong shape, kind or size, checked at the door
+    "results: no runs": folder_case(edit_results(lambda r: r.update(runs=[])), words=["an empty 'runs' list"]),
+    "results: a newer schema": folder_case(edit_results(lambda r: r.update(schema=99)), words=["schema 99, newer than", "upgrade normlab"]),
+    "results: some other JSON object": folder_case(write("results.json", b'{"foo": 1}'), words=["is not a normlab results file", "no 'runs' list"]),
     "results: a run without its seed": folder_case(edit_results(lambda r: r["runs"][0].pop("seed")), words=["runs[0] has no valid 'seed'"]),
     "results: final is a number": folder_case(edit_results(lambda r: r["runs"][1].update(final=5)), words=["runs[1] has no valid 'final'"]),
     "results: a run without its axis value": folder_case(edit_results(lambda r: r["runs"][0].update(axes={"lr": 0.1})), words=["runs[0] has no valid 'axes'"]),

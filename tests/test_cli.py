@@ -147,3 +147,23 @@ def test_compare_takes_the_limits_and_the_library_returns_the_run(fashion_dir, t
     assert (tmp_path / "sweep" / "sweep.png").is_file() and set(swept.misclassified) == {"gn:2 lr=0.05", "gn:2 lr=0.1"}
     with pytest.raises(normlab.errors.UserError, match="unknown option 'colour'"):
         normlab.compare(norms="bn", colour="red")
+
+
+def test_a_closed_stdout_stops_training_with_exit_141_and_says_how_to_continue(tmp_path):
+    # `normlab compare ... | head -1` once ended with exit 0, nothing on stderr and the run pending.
+    from test_resume import env, read_results
+    data = make_idx_dataset(tmp_path / "mnist", n_train=160, n_test=48)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "normlab", "compare", "--dataset", "mnist", "--norms", "bn,gn:2", "--epochs", "1",
+               "--batch-size", "32", "--data-dir", str(data), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path / "home"))
+    assert process.stdout.readline().startswith("normlab: 2 runs")
+    process.stdout.close()                        # the reader leaves, as head -1 does
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 141, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert "output was closed (broken pipe)" in err and "--resume" in err, err
+    resumed = subprocess.run(err.strip().split("continue with: ")[1].replace("normlab", f"{sys.executable} -m normlab", 1),
+                             shell=True, capture_output=True, text=True, env=env(tmp_path / "home"), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["status"] for r in read_results(out)["runs"]] == ["done", "done"]

@@ -18,6 +18,7 @@ from .errors import UserError, WriteError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143                 # 128 + SIGTERM, as a shell reports a process it ended
+EXIT_BROKEN_PIPE = 141                # 128 + SIGPIPE: what `normlab compare | head -1` ends with
 
 
 class Terminated(KeyboardInterrupt):
@@ -126,6 +127,15 @@ def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
         print(f"\n{what}; {saved} is saved in {out}. Continue with:\n  {again}" if anything else
               f"\n{what} before anything was saved. Start again with:\n  {again}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout left (`| head -1`): stop as the pipe says, but not silently with
+        # exit 0 and the run half done; stderr may still reach the user.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        again, anything = continue_command(args, out)
+        print(f"normlab {args.command}: stopped: its output was closed (broken pipe); "
+              + (f"{saved} is saved in {out}; continue with: {again}" if anything else f"start again with: {again}"),
+              file=sys.stderr)
+        return EXIT_BROKEN_PIPE
     except WriteError as exc:
         # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
         again, anything = continue_command(args, out)

@@ -143,8 +143,13 @@ def results_problem(results) -> str | None:
     """What makes ``results`` unreadable as a normlab results.json (schema 2), or None."""
     if not isinstance(results, dict):
         return "not a JSON object"
-    if "cells" in results or results.get("schema") != SCHEMA:
-        return f"schema {results.get('schema', 1)!r}, not {SCHEMA}: {RERUN}"
+    if "cells" not in results and "runs" not in results:
+        return "no 'runs' list"
+    schema = results.get("schema", 1)
+    if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA:
+        return f"schema {schema}, newer than this normlab's {SCHEMA}: upgrade normlab to read it"
+    if "cells" in results or schema != SCHEMA:
+        return f"schema {schema!r}, not {SCHEMA}: {RERUN}"
     config = results.get("config")
     if not isinstance(results.get("dataset"), str) or not isinstance(config, dict):
         return "no 'dataset' or 'config'"
@@ -165,8 +170,8 @@ def results_problem(results) -> str | None:
         return "executor is not an object with a name and a number of workers"
     if not all(config.get(k) is None or whole(config[k]) and config[k] >= 0 for k in ("train_size", "val_size", "test_size")):
         return "config's image counts are not whole numbers"
-    if not isinstance(results.get("runs"), list):
-        return "no 'runs' list"
+    if not isinstance(results.get("runs"), list) or not results["runs"]:
+        return "no 'runs' list" if not isinstance(results.get("runs"), list) else "an empty 'runs' list"
     for i, run in enumerate(results["runs"]):
         if not isinstance(run, dict):
             return f"runs[{i}] is not an object"
