@@ -79,12 +79,22 @@ def test_sweep_table_is_the_mean_and_spread_of_the_cells(swept):
         assert int(row["seeds_done"]) == int(row["seeds_planned"]) == 2
         assert float(row["test_err_mean"]) == pytest.approx(statistics.fmean(errors), abs=1e-4)
         assert float(row["test_err_std"]) == pytest.approx(statistics.stdev(errors), abs=1e-4)
-        assert float(row["test_err_ci95_low"]) <= float(row["test_err_mean"]) <= float(row["test_err_ci95_high"])
+        # As in the report: no interval from 2 seeds (it would be the mean ± 12.7 standard errors).
+        assert row["test_err_ci95_low"] == row["test_err_ci95_high"] == ""
     md = (swept / "report.md").read_text()
     first = rows[0]
     assert f"| 4 | 0.01768 | {float(first['test_err_mean']):.2f} ± {float(first['test_err_std']):.2f} |" in md
     assert "![test error against batch size](sweep.png)" in md and (swept / "report.html").is_file()
     assert "## Does the error change along batch size?" in md and "Welch's t-test" in md
+
+
+def test_the_interval_of_a_mean_error_stays_inside_0_to_100():
+    from normlab.report.aggregate import percent_interval
+    from normlab.stats import spread
+    assert percent_interval(spread([0.5, 9.0])) is None                 # 2 seeds: sweep.csv and the report show none
+    low, high = percent_interval(spread([0.2, 0.5, 9.0]))
+    raw = spread([0.2, 0.5, 9.0])
+    assert raw.low < 0 and low == 0.0 and high == pytest.approx(raw.high)
 
 
 def test_sweep_figure_is_a_picture(swept):

@@ -9,11 +9,24 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from ..stats import Spread
+
 METRICS = ("test_loss", "test_acc", "val_loss", "val_acc", "train_loss", "train_acc")
 
 # The accuracy a comparison ranks by. Records with a validation split carry the test accuracy at
 # the epoch validation chose; older ones (and --val 0) only the test accuracy after the last epoch.
 AT_BEST_VAL = "test_acc_at_best_val"
+
+
+MIN_SEEDS_FOR_INTERVAL = 3     # from 2 seeds the t-interval is mean ± 12.7 std/sqrt(2): tens of points wide
+
+
+def percent_interval(s: Spread) -> tuple[float, float] | None:
+    """The 95% t-interval of a mean percentage (accuracy, error), kept inside [0, 100]; None
+    below MIN_SEEDS_FOR_INTERVAL seeds. The report's tables and sweep.csv both show this one."""
+    if s.low is None or s.n < MIN_SEEDS_FOR_INTERVAL:
+        return None
+    return max(0.0, s.low), min(100.0, s.high)
 
 
 def headline_key(runs: list[dict]) -> str:

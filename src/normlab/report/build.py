@@ -17,7 +17,8 @@ from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
 from ..stats import spread as stats_spread
 from ..storage import write_json, write_text
 from ..variants import Variant
-from .aggregate import AT_BEST_VAL, VariantRuns, group_runs, headline_key, headline_words, mean_std
+from .aggregate import (AT_BEST_VAL, MIN_SEEDS_FOR_INTERVAL, VariantRuns, group_runs, headline_key, headline_words, mean_std,
+                        percent_interval)
 from .curves import CURVES, write_curves
 from .findings import STACKED_SHARE, gap_size, lr_search_section, pair_tests, run_findings, verdict
 from .grids import write_grids
@@ -29,7 +30,6 @@ from .summary import summary_rows, summary_text
 EXPLAIN_FIGURE = "explain.png"
 EXPLAIN_MD, EXPLAIN_HTML = "explain.md", "explain.html"
 SUMMARY = "summary.txt"
-MIN_SEEDS_FOR_INTERVAL = 3     # from 2 seeds the t-interval is mean ± 12.7 std/sqrt(2): tens of points wide
 
 
 def missing_mistakes(run: Run) -> list[str]:
@@ -80,11 +80,9 @@ def epoch_text(epochs: list[float]) -> str:
 
 
 def interval(values: list[float]) -> str:
-    """The 95% t-interval of a mean accuracy, kept inside [0, 100]; '-' below MIN_SEEDS_FOR_INTERVAL seeds."""
-    s = stats_spread(values)
-    if s.low is None or s.n < MIN_SEEDS_FOR_INTERVAL:
-        return "-"
-    return f"{max(0.0, s.low):.2f} to {min(100.0, s.high):.2f}"
+    """The 95% t-interval of a mean accuracy (percent_interval); '-' below MIN_SEEDS_FOR_INTERVAL seeds."""
+    bounds = percent_interval(stats_spread(values))
+    return "-" if bounds is None else f"{bounds[0]:.2f} to {bounds[1]:.2f}"
 
 
 def results_table(groups: list[VariantRuns], key: str) -> Table:

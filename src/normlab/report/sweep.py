@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..runs import read_results
 from ..stats import PairTest, Spread, compare_pairs, holm, spread
 from ..storage import write_bytes, write_text
-from .aggregate import AT_BEST_VAL, headline_key, headline_words
+from .aggregate import AT_BEST_VAL, headline_key, headline_words, percent_interval
 from .findings import STACKED_SHARE, gap_size, lr_search_section, verdict
 from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
 from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_title
@@ -149,8 +149,9 @@ def sweep_csv(sweep: Sweep) -> str:
     num = lambda x, d=4: "" if x is None or x != x else f"{x:.{d}f}"
     for p in points(sweep):
         s, e = p.spread, p.errors
+        low, high = percent_interval(s) or (None, None)       # as the report: in [0, 100], from 3 seeds
         writer.writerow([*p.at, p.variant, *([f"{p.lr:.6g}"] if lr else []), s.n, p.planned, num(s.mean), num(s.std),
-                         num(s.low), num(s.high), num(min(e) if e else None), num(max(e) if e else None),
+                         num(low), num(high), num(min(e) if e else None), num(max(e) if e else None),
                          num(sum(p.seconds) / len(p.seconds) if p.seconds else None, 2),
                          num(sum(p.val_best) / len(p.val_best) if p.val_best else None, 2), num(p.budget_gain, 2),
                          num(max((g for g in p.gains if g is not None), default=None), 2),
