@@ -199,6 +199,8 @@ CASES = {
     "group count not dividing": option_case("--norms", "gn:3", words=["gn:3 does not divide", "one of 1, 2, 4, 8"]),
     "group count zero": option_case("--norms", "gn:0", words=["group count '0'", "gn:4"]),
     "bad l1 strength": option_case("--norms", "bn+l1=-1", words=["L1 strength '-1'", "bn+l1=1e-5"]),
+    "resume and overwrite": option_case("--overwrite", words=["--resume continues the run in --out and --overwrite replaces it"]),
+    "an empty variant": option_case("--norms", "bn,,gn:2", words=["the variants 'bn,,gn:2' have an empty entry"]),
     "repeated variant": option_case("--norms", "gn,gn:4", words=["repeats", "list each variant once"]),
     "zero epochs": option_case("--epochs", "0", words=["--epochs 0 must be at least 1"]),
     "negative epochs": option_case("--epochs", "-3", words=["--epochs -3 must be at least 1"]),

@@ -12,6 +12,7 @@ from conftest import make_idx_dataset, run_cli
 import normlab
 from normlab import load_run
 from normlab.cli import print_outcome
+from normlab.errors import UserError
 from normlab.runs import metrics_csv
 from normlab.train import final_metrics
 
@@ -76,6 +77,12 @@ def test_misclassified_are_really_misclassified(tmp_path):
         assert test.labels[index].tolist() == [m["true"] for m in items]
         assert all(m["pred"] != m["true"] for m in items)
         assert [m["confidence"] for m in items] == sorted((m["confidence"] for m in items), reverse=True)
+    # A NumPy array works as the tensor does; a wrong shape is a one-line UserError.
+    index = [m["index"] for m in mistakes["bn"]]
+    assert run.predict("bn", test.images[index].numpy())[0].tolist() == run.predict("bn", test.images[index])[0].tolist()
+    for wrong in (test.images[:2, 0], test.images[:2].transpose(1, 3)):
+        with pytest.raises(UserError, match=r"predict takes images of 1x28x28 \(N x 1x28x28 for several\), got shape"):
+            run.predict("bn", wrong)
 
 
 def test_resume_of_a_finished_run_retrains_nothing(run_dir, fashion_dir):

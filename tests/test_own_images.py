@@ -199,7 +199,7 @@ def test_the_slug_names_run_folders_without_the_datasets_path(tmp_path):
     assert dataset_info("fashion").slug == "fashion-mnist"
 
 
-def test_train_on_an_npz_of_your_own(tmp_path):
+def test_train_on_an_npz_of_your_own(tmp_path, capsys):
     """End to end: 32x32 RGB images in an .npz with its own test split, one epoch."""
     rng = np.random.default_rng(1)
     labels = np.arange(48) % 3
@@ -212,6 +212,13 @@ def test_train_on_an_npz_of_your_own(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["runs"][0]["status"] == "done" and results["runs"][0]["epochs"][0]["test_acc"] >= 0
     assert (out / "misclassified-bn.png").is_file() and (out / "report.md").read_text().startswith("# normlab report: rgb")
+    # The .npz moved: `normlab report` says so, not "--dataset ...: no such file" (report has no --dataset).
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (tmp_path / "rgb.npz").rename(tmp_path / "moved.npz")
+    capsys.readouterr()
+    assert run_cli("report", out) == 2
+    assert "rgb.npz is not there any more (moved or deleted); put it back" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("locked", ["", "dog"])

@@ -138,6 +138,9 @@ def check_experiment(exp: Experiment) -> None:
     exp.cfg.validate()
     if not exp.variants:
         raise UserError("--norms is empty", "pass e.g. --norms bn,gn,ln")
+    if exp.resume and exp.overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it: not both",
+                        "pass one of them")
     if exp.lr_scaling not in LR_SCALINGS:
         raise UserError(f"unknown --lr-scaling {exp.lr_scaling!r}", f"choose one of {', '.join(LR_SCALINGS)}")
     for name, values in exp.axes.items():

@@ -282,14 +282,21 @@ class Run:
         return load_dataset(self.dataset, "test", data_dir or self.config.get("data_dir"))
 
     @torch.inference_mode()
-    def predict(self, variant: str, images: torch.Tensor, seed: int | None = None):
-        """Labels and confidences for uint8 images as stored (N x C x H x W, or one C x H x W)."""
+    def predict(self, variant: str, images, seed: int | None = None):
+        """Labels and confidences for uint8 images as stored (N x C x H x W, or one C x H x W; a
+        tensor or a NumPy array)."""
         model = self.load_model(variant, seed)
+        images = torch.as_tensor(images)
         if images.dtype != torch.uint8:
             raise UserError(f"predict takes uint8 images as stored in the dataset, got {images.dtype}",
                             "pass e.g. load_dataset(...).images[:10]")
         if images.ndim == 3:
             images = images[None]
+        shape = dataset_info(self.dataset).shape
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or not len(images):
+            size = "x".join(map(str, shape))
+            raise UserError(f"predict takes images of {size} (N x {size} for several), got shape {tuple(images.shape)}",
+                            "pass e.g. load_dataset(...).images[:10]; channels come first")
         probabilities = model(Normalizer(dataset_info(self.dataset), torch.device("cpu"))(images)).softmax(1)
         confidence, label = probabilities.max(1)
         return label, confidence

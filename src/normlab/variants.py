@@ -88,9 +88,12 @@ class Variant:
 
 def parse_variants(text: str) -> list[Variant]:
     """Parse a comma-separated list, refusing duplicates (they would overwrite each other's files)."""
-    items = [part for part in (p.strip() for p in text.split(",")) if part]
-    if not items:
+    items = [p.strip() for p in text.split(",")]
+    if not any(items):
         raise UserError("no variants given", f"pass e.g. --norms {DEFAULT_VARIANTS}")
+    if not all(items):
+        # "bn,,ln": a variant left out by a slip, or a typo; training the rest would hide it.
+        raise UserError(f"the variants {text!r} have an empty entry", f"put one comma between two variants, e.g. {DEFAULT_VARIANTS}")
     variants = [Variant.parse(item) for item in items]
     seen: dict[Variant, str] = {}
     for item, variant in zip(items, variants):

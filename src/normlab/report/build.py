@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import dataset_info
+from ..data import DATASETS, dataset_info
 from ..errors import UserError
 from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
 from ..stats import spread as stats_spread
@@ -106,7 +106,8 @@ def results_table(groups: list[VariantRuns], key: str) -> Table:
 
 
 def table_note(groups: list[VariantRuns], key: str, config: dict) -> str:
-    text = (f"Ranked by {headline_words(key, config.get('val_size', config.get('val')))}. Accuracies in percent; "
+    text = (f"Variants in the order they were given; the first accuracy column (the one the findings compare) is the "
+            f"{headline_words(key, config.get('val_size', config.get('val')))}. Accuracies in percent; "
             f"wall time is the training time of one run, evaluation included.")
     if any(len(g.runs) > 1 for g in groups):
         text += (" With several seeds: mean ± sample standard deviation over the seeds that finished (\"2 of 3\": "
@@ -260,6 +261,10 @@ def write_report(folder_or_run, data_dir=None, test=None, log=None) -> list[Path
     ``log``: called with a line before each step (e.g. ``print``), so a person sees what is drawn.
     """
     run = folder_or_run if isinstance(folder_or_run, Run) else load_run(folder_or_run)
+    if run.dataset not in DATASETS and not Path(run.dataset).expanduser().exists():
+        # Images of the user's own: dataset_info would say "--dataset ...", an option report has not.
+        raise UserError(f"the run's dataset {run.dataset} is not there any more (moved or deleted)",
+                        "put it back where it was: the report reads the dataset's classes and test images from there")
     if run.axes:
         from .sweep import write_sweep_report
         (log or (lambda line: None))("report: drawing the sweep figure and writing its report")
