@@ -5,12 +5,13 @@
     python benchmarks/small_batch.py --whole --norms bn --batches 2,8   # train_stack vs train_run, real data
     python benchmarks/small_batch.py --nchw-stacks --threads 1 --stacks 8   # also each stack in NCHW
     python benchmarks/small_batch.py --nchw-one --threads 1 --stacks 8      # also one model in NCHW
+    python benchmarks/small_batch.py --dataset cifar10 --norms gn:4 --nchw-stacks --threads 1   # the 3x32x32 net
     python benchmarks/small_batch.py --whole-layouts --norms gn:4 --batches 128 --stacks 1 --train-images 10000
 
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
-with random uint8 images. The paths of one (variant, batch) cell take turns window by window in
-this one process, each window ~0.25 s, and each path's number is the median over windows, so a
+(`--dataset cifar10`: the CIFAR-10 net) with random uint8 images. The paths of one (variant,
+batch) cell take turns window by window in this one process, each window ~0.25 s, and each path's number is the median over windows, so a
 machine shared with other jobs slows them alike; the ratios are the result. Each path's rate is
 also given as GFLOP/s (the training FLOPs of one image, forward and backward as PyTorch's
 FlopCounterMode counts them, times images per second), next to a float32 matrix product's
@@ -55,9 +56,10 @@ class Path_:
         return time.perf_counter() - started
 
 
-def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nchw_stacks=False, nchw_one=False):
-    info, cpu = dataset_info("fashion-mnist"), torch.device("cpu")
-    cfg = TrainConfig(dataset="fashion-mnist", batch_size=batch, epochs=1000)
+def make_paths(variant, batch, images, labels, stacks, threads, compile_one, nchw_stacks=False, nchw_one=False,
+               dataset="fashion-mnist"):
+    info, cpu = dataset_info(dataset), torch.device("cpu")
+    cfg = TrainConfig(dataset=dataset, batch_size=batch, epochs=1000)
     data = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, CHANNELS_LAST))
     nchw = TrainBatches(images, labels, info, batch, Normalizer(info, cpu, False))
 
@@ -107,13 +109,14 @@ def measure(paths, rounds: int, window_s: float) -> dict:
     return {name: round(statistics.median(v), 2) for name, v in rates.items()}
 
 
-def train_flops_per_image(variant) -> float:
+def train_flops_per_image(variant, dataset: str = "fashion-mnist") -> float:
     """FLOPs of one image's forward and backward pass (convolutions and the classifier)."""
     from torch.utils.flop_counter import FlopCounterMode
     from normlab.models import build_model
-    model = build_model(variant, "fashion-mnist")
+    model = build_model(variant, dataset)
     with FlopCounterMode(display=False) as counter:
-        torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.randint(0, 10, (8,))).backward()
+        x = torch.randn(8, *dataset_info(dataset).shape)
+        torch.nn.functional.cross_entropy(model(x), torch.randint(0, 10, (8,))).backward()
     return counter.get_total_flops() / 8
 
 
@@ -172,6 +175,8 @@ def whole_runs(norm: str, batch: int, k: int, train_size: int, test_size: int, r
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norms", default="bn,ln,gn:4")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10"),
+                        help="whose net and image shape (random images) the step timings use; --whole reads Fashion-MNIST")
     parser.add_argument("--batches", default="2,8,32,128")
     parser.add_argument("--stacks", default="4,8")
     parser.add_argument("--threads", default="1,2", help="intra-op thread counts to compare")
@@ -187,11 +192,13 @@ def main():
     args = parser.parse_args()
     load_before = [round(v, 2) for v in os.getloadavg()]
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (4096, 1, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 256, (4096, *dataset_info(args.dataset).shape), dtype=torch.uint8)
     labels = torch.randint(0, 10, (4096,))
     stacks = [int(k) for k in args.stacks.split(",") if k]     # --stacks "": no stacks
     if (args.whole or args.whole_layouts) and not stacks:
         parser.error("--whole and --whole-layouts train K seeds: pass --stacks K")
+    if (args.whole or args.whole_layouts) and args.dataset != "fashion-mnist":
+        parser.error("--whole and --whole-layouts train on the real Fashion-MNIST: drop --dataset")
     default_threads = torch.get_num_threads()
     threads = [int(t) for t in args.threads.split(",")]
     matmul = {} if args.whole or args.whole_layouts else {f"{t}t": matmul_gflops(t) for t in threads}
@@ -203,12 +210,12 @@ def main():
                 cells.append(whole_runs(norm, batch, stacks[-1], args.train_images, 1000, layouts=args.whole_layouts))
                 print(json.dumps(cells[-1]), flush=True)
                 continue
-            started, flops = time.perf_counter(), train_flops_per_image(Variant.parse(norm))
+            started, flops = time.perf_counter(), train_flops_per_image(Variant.parse(norm), args.dataset)
             rates = measure(make_paths(Variant.parse(norm), batch, images, labels, stacks, threads, args.compile,
-                                       args.nchw_stacks, args.nchw_one), args.rounds, args.window)
+                                       args.nchw_stacks, args.nchw_one, args.dataset), args.rounds, args.window)
             # Each path against one model at a time on the same thread count; the thread effect itself
             # is one/1t against one/2t.
-            cell = {"variant": norm, "batch_size": batch, "models_per_second": rates,
+            cell = {"dataset": args.dataset, "variant": norm, "batch_size": batch, "models_per_second": rates,
                     "ratio_vs_one_at_a_time_same_threads": {
                         k: round(v / rates["one/" + k.split("/")[1]], 2) for k, v in rates.items()},
                     "train_mflop_per_image": round(flops / 1e6, 2),
