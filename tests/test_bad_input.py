@@ -257,6 +257,8 @@ CASES = {
     "results: a run without its axis value": folder_case(edit_results(lambda r: r["runs"][0].update(axes={"lr": 0.1})), words=["runs[0] has no valid 'axes'"]),
     "results: a list where an object belongs": folder_case(edit_results(lambda r: r.update(config=[])), words=["no 'dataset' or 'config'"]),
     "results: an epoch without numbers": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(test_acc="93")), words=["an epoch without its losses"]),
+    "results: an epoch numbered infinity": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(epoch=float("inf"))),
+                                                       words=["an epoch without its losses"]),
     "results: stacked is text": folder_case(edit_results(lambda r: r["runs"][0].update(stacked="3")), words=["runs[0] has no valid 'stacked'"]),
     "results: a key that is a path": folder_case(edit_results(lambda r: r["runs"][0].update(key="../../x")), words=["runs[0] has no valid 'key'"]),
     "results: a FIFO": folder_case(replace_results(lambda path: os.mkfifo(path)), words=["results.json is a named pipe, not a data file"]),

@@ -192,7 +192,8 @@ def results_problem(results) -> str | None:
         if problem:
             return f"runs[{i}] ({run['variant']}): {problem}"
         for e in run["epochs"]:
-            if not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS):
+            if (not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS)
+                    or not (whole(e["epoch"]) and e["epoch"] >= 1)):        # an epoch of inf crashed the curves
                 return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
         if not all(isinstance(v, str) if k == "chosen_by" else number(v) for k, v in run.get("final", {}).items()):
             return f"runs[{i}] ({run['variant']}) has a 'final' entry that is not a number"
