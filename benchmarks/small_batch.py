@@ -11,8 +11,8 @@
 Every path is the code a run executes: `Training.step` on `TrainBatches` (one at a time, what
 train_run does) or `StackedTraining.step` on `stacked_epoch` (train_stack), on the 28x28 net
 (`--dataset cifar10`: the CIFAR-10 net) with random uint8 images. The paths of one (variant,
-batch) cell take turns window by window in this one process, each window ~0.25 s, and each path's number is the median over windows, so a
-machine shared with other jobs slows them alike; the ratios are the result. Each path's rate is
+batch) cell take turns window by window in this one process, each window ~0.25 s, and each
+path's number is the median over windows, so a machine shared with other jobs slows them alike; the ratios are the result. Each path's rate is
 also given as GFLOP/s (the training FLOPs of one image, forward and backward as PyTorch's
 FlopCounterMode counts them, times images per second), next to a float32 matrix product's
 GFLOP/s on the same threads: how close a path is to what this CPU's cores compute at best. Intra-op threads

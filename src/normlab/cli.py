@@ -399,14 +399,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return args.func(args)
-    except UserError as exc:
+    except (UserError, PermissionError) as exc:
+        if isinstance(exc, PermissionError):
+            # A dataset folder, --data-dir or run folder normlab may not open (writes are checked
+            # before training; this is the read side, wherever it happens).
+            exc = UserError(f"cannot open {exc.filename or 'a file'} (permission denied)",
+                            "make it readable for this user, or point normlab at another file or folder")
         print(f"normlab {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PermissionError as exc:
-        # A dataset folder, --data-dir or run folder normlab may not open (writes are checked
-        # before training; this is the read side, wherever it happens).
-        print(f"normlab {args.command}: error: cannot open {exc.filename or 'a file'} (permission denied); "
-              f"make it readable for this user, or point normlab at another file or folder", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
