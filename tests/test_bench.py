@@ -29,6 +29,13 @@ def test_bench_without_the_data_times_random_images_of_its_shape_and_says_so(cap
     assert result["data"].startswith("synthetic")
     assert result["variants"][0]["other_layout_images_per_s"] > 0 and result["variants"][0]["layout"] == "channels_last"
     assert set(result["variants"][0]["reference_images_per_s"]) == {"workers=0", "workers=1"}
+    assert "slowdown_vs_bn" not in result
+
+
+def test_bench_of_bn_alone_prints_no_empty_comparison(capsys):
+    assert run_cli("bench", "--dataset", "mnist", "--variants", "bn", "--steps", "2", "--windows", "1", "--reference-workers", "0") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("normlab bench: mnist") and "relative to bn" not in out
 
 
 def test_bench_full_job_trains_every_variant_through_train_run(capsys, fashion_dir):

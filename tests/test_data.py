@@ -38,6 +38,23 @@ def test_mnist_torchvision_layout_and_env_var(tmp_path, monkeypatch):
     assert len(ds) == 10 and ds.classes == tuple("0123456789")
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_a_data_dir_with_part_of_the_dataset_is_refused_not_passed_over(tmp_path, monkeypatch, dataset):
+    """A whole copy elsewhere ($NORMLAB_DATA) must not be taken quietly instead of the folder the
+    user named; `normlab datasets` only notes what the folder lacks."""
+    make = make_idx_dataset if dataset == "mnist" else make_cifar_dataset
+    make(tmp_path / "whole")
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path / "whole"))
+    part = make(tmp_path / "part")
+    removed = sorted(part.rglob("t10k-labels*") if dataset == "mnist" else part.rglob("test_batch"))
+    removed[0].unlink()
+    assert len(load_dataset(dataset, "test")) > 0                    # the whole copy alone is found
+    with pytest.raises(UserError, match=rf"--data-dir {part}\S* lacks {removed[0].name.split('.')[0]}"):
+        load_dataset(dataset, "test", data_dir=part)
+    entry = describe(dataset, part)
+    assert entry["found"] and entry["root"] == str(tmp_path / "whole")
+
+
 def test_cifar_batches(cifar_dir):
     train = load_dataset("cifar10", "train", data_dir=cifar_dir)
     test = load_dataset("cifar10", "test", data_dir=cifar_dir)

@@ -327,6 +327,8 @@ def test_local_workers_share_gpus_round_robin():
     (["--workers", "0"], "--workers 0 must be at least 1"),
     (["--executor", "slurm"], "unknown executor 'slurm'"),
     (["--ray-address", "auto"], "--ray-address is for --executor ray"),
+    (["--max-retries", "-1"], "--max-retries is for --executor ray"),
+    (["--cpus-per-cell", "0"], "--cpus-per-cell is for --executor ray"),
     (["--lr-scaling", "cube"], "unknown --lr-scaling 'cube'"),
     (["--train-limit", "0"], "--train-limit 0 must be at least 1"),
 ])

@@ -56,6 +56,9 @@ def test_a_run_with_tensorboard_logs_every_epoch_and_its_figures(tmp_path):
     run = read(out / "tensorboard" / "gn2-seed1")
     assert [round(s.value, 3) for s in run.Scalars("accuracy/val")] == [round(e["val_acc"], 3) for e in results["runs"][0]["epochs"]]
     assert "curves" in read(out / "tensorboard" / "figures").Tags()["images"]
+    # Once each: the report rewrites the events, and the training's writers are closed before it.
+    assert len(read(out / "tensorboard" / "figures").Images("curves")) == 1
+    assert [len(list((out / "tensorboard" / k).glob("events.*"))) for k in ("figures", "gn2-seed1")] == [1, 1]
     manifest = json.loads((out / ".normlab-manifest.json").read_text())
     events = [p.relative_to(out).as_posix() for p in (out / "tensorboard").rglob("events.out.tfevents.*")]
     assert events and set(events) <= set(manifest)          # --overwrite may remove them, and only them

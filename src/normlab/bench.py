@@ -223,7 +223,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
         "variants": rows,
     }
     bn = next((r for r in rows if r["variant"] == "bn"), None)
-    if bn:
+    if bn and len(rows) > 1:                   # with bn alone there is nothing to compare it with
         result["slowdown_vs_bn"] = {r["variant"]: round(bn["normlab_images_per_s"] / r["normlab_images_per_s"], 2)
                                     for r in rows if r is not bn}
     if cfg.full:

@@ -75,9 +75,9 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
                                                    "nets; a --model of yours trains one at a time); off: one at a time "
                                                    "(default auto)")
     e.add_argument("--ray-address", default=None, help="ray: join this cluster (e.g. auto, or HOST:6379); default: start a local one")
-    e.add_argument("--cpus-per-cell", type=float, default=1, help="ray: CPUs each run asks for (default 1)")
+    e.add_argument("--cpus-per-cell", type=float, default=None, help="ray: CPUs each run asks for (default 1)")
     e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each run asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")
-    e.add_argument("--max-retries", type=whole_number, default=2, help="ray: times a run whose worker died is started again (default 2)")
+    e.add_argument("--max-retries", type=whole_number, default=None, help="ray: times a run whose worker died is started again (default 2)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out: finished runs are skipped, unfinished ones go on from their last epoch")
@@ -387,13 +387,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder to search first")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_datasets)
+    for command in sub.choices.values():
+        command.set_defaults(parser=command)
+    parser.commands = sub.choices
     return parser
+
+
+def unknown_options(args, extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """What the command's own parser says of options it lacks: argparse would name the top-level
+    parser ("normlab: error"); and where another command has the option, which one."""
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    flag = next((e.split("=")[0] for e in extras if e.startswith("--")), None)
+    commands = [p for p in parser.commands.values() if flag and p is not args.parser and flag in p._option_string_actions]
+    return text + (f" ({flag} is an option of {', '.join(p.prog for p in commands)})" if commands else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        args.parser.error(unknown_options(args, extras, parser))
     args.argv = argv                  # to print the command that continues an interrupted run
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)

@@ -407,11 +407,12 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_results(exp.out, results)
     try:
+        if events:
+            # Closed before the report: with --tensorboard it rewrites every event file from
+            # results.json, the figures included (these writers kept logging them a second time).
+            events.close()
         if then is not None:
             then(exp.out, test)
-        if events:
-            events.figures(exp.out)
-            events.close()
     finally:
         unlock_folder(exp.out)
     return results

@@ -420,8 +420,9 @@ class RayExecutor:
 
 
 def make_executor(name: str, workers: int = 1, device: str = "auto", address: str | None = None,
-                  cpus_per_cell: float = 1, gpus_per_cell: float | None = None, max_retries: int = 2,
+                  cpus_per_cell: float | None = None, gpus_per_cell: float | None = None, max_retries: int | None = None,
                   threads: int | None = None, stack: str = "auto"):
+    """The executor named; Ray's options (None: their defaults, 1 CPU and 2 retries) only with ray."""
     if name not in EXECUTORS:
         raise UserError(f"unknown executor {name!r}", f"choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
@@ -429,8 +430,11 @@ def make_executor(name: str, workers: int = 1, device: str = "auto", address: st
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads} must be at least 1", "pass e.g. --threads 1")
     if name == "local":
-        if address is not None:
-            raise UserError("--ray-address is for --executor ray", "add --executor ray, or drop --ray-address")
+        ray_only = {"--ray-address": address, "--cpus-per-cell": cpus_per_cell, "--gpus-per-cell": gpus_per_cell,
+                    "--max-retries": max_retries}
+        for flag, value in ray_only.items():
+            if value is not None:
+                raise UserError(f"{flag} is for --executor ray", f"add --executor ray, or drop {flag}")
         if stack not in ("auto", "off"):
             raise UserError(f"unknown --stack {stack!r}", "choose auto or off")
         return LocalExecutor(workers, device, threads, stack == "auto")
@@ -439,6 +443,7 @@ def make_executor(name: str, workers: int = 1, device: str = "auto", address: st
                         "drop --workers (use --cpus-per-cell to size each cell)")
     if threads is not None:
         raise UserError("--threads is for --executor local", "use --cpus-per-cell: a Ray cell runs that many threads")
-    executor = RayExecutor(address, cpus_per_cell, gpus_per_cell, max_retries, device)
+    executor = RayExecutor(address, 1 if cpus_per_cell is None else cpus_per_cell, gpus_per_cell,
+                           2 if max_retries is None else max_retries, device)
     executor.check()
     return executor

@@ -98,7 +98,7 @@ def fingerprint(*datasets: Dataset) -> str:
 def describe(name: str, data_dir=None) -> dict:
     """Where a dataset is found, or where normlab looked (never downloads)."""
     info = dataset_info(name)
-    location: Location = locate(info, data_dir, download=False)
+    location: Location = locate(info, data_dir, download=False, strict=False)
     entry = {"dataset": info.name, "title": info.title, "found": location.found}
     if location.found:
         entry["root"] = str(location.root)

@@ -61,25 +61,30 @@ def search_roots(info: DatasetInfo, data_dir: str | os.PathLike | None) -> list[
     return roots
 
 
-def find_in(info: DatasetInfo, root: Path, looked: list[str] | None = None) -> dict[str, tuple[Path, ...]] | None:
-    """The dataset's files in one root, in any layout normlab understands (its own, torchvision's)."""
+def find_in(info: DatasetInfo, root: Path, notes: list[tuple[Path, str]] | None = None) -> dict[str, tuple[Path, ...]] | None:
+    """The dataset's files in one root, in any layout normlab understands (its own, torchvision's).
+    A folder that holds only some of them, or another dataset's, goes in ``notes`` with why."""
     for folder in info.folders:
         base = root / folder if folder else root
         if not base.is_dir():
             continue
         if info.format == "idx":
             files = {split: tuple(_idx_file(base, stem) for stem in stems) for split, stems in IDX_FILES.items()}
-            if all(p is not None for paths in files.values() for p in paths):
-                other = other_idx_dataset(info, files["test"][1])
-                if other is None:
-                    return files
-                if looked is not None:
-                    looked.append(f"{base} (holds {other}, not {info.title})")
+            missing = [stem for split, stems in IDX_FILES.items() for stem, p in zip(stems, files[split]) if p is None]
+            other = None if missing else other_idx_dataset(info, files["test"][1])
+            if not missing and other is None:
+                return files
+            why = f"holds {other}, not {info.title}" if other else f"lacks {', '.join(missing)}"
+            total = sum(map(len, IDX_FILES.values()))
         else:
-            if all((base / name).exists() for names in CIFAR_FILES.values() for name in names):
+            missing = [name for names in CIFAR_FILES.values() for name in names if not (base / name).exists()]
+            if not missing:
                 return {split: tuple(base / n for n in names) for split, names in CIFAR_FILES.items()}
             if (base / CIFAR_ARCHIVE).is_file():
                 return _cifar_from_archive(base / CIFAR_ARCHIVE)
+            why, total = f"lacks {', '.join(missing)}", sum(map(len, CIFAR_FILES.values()))
+        if notes is not None and len(missing) < total:
+            notes.append((base, why))
     return None
 
 
@@ -106,14 +111,22 @@ def other_idx_dataset(info: DatasetInfo, test_labels: Path) -> str | None:
     return None
 
 
-def locate(info: DatasetInfo, data_dir=None, download: bool | None = None) -> Location:
+def locate(info: DatasetInfo, data_dir=None, download: bool | None = None, strict: bool = True) -> Location:
+    """Search the roots in order; ``strict``: a --data-dir with part of the dataset is an error, not
+    a note in ``looked``."""
     location = Location(info)
     for label, root in search_roots(info, data_dir):
-        files = find_in(info, root, location.looked)
+        notes = []
+        files = find_in(info, root, notes)
         if files:
             location.files, location.root = files, root
             return location
-        location.looked.append(f"{root} ({label})")
+        if notes and label == "--data-dir" and strict:
+            # The folder the user named holds part of this dataset, or another one: say so rather
+            # than quietly train on a copy found elsewhere.
+            base, why = notes[-1]
+            raise UserError(f"--data-dir {base} {why}", info.how_to_get)
+        location.looked += [f"{base} ({label}: {why})" for base, why in notes] or [f"{root} ({label})"]
     if download is None:
         download = os.environ.get("NORMLAB_OFFLINE", "") in ("", "0")
     if download:
