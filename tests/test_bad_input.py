@@ -170,7 +170,7 @@ def unrelated_folder(run, tmp):
 
 CASES = {
     # IDX files (MNIST, Fashion-MNIST)
-    "idx missing file": data_case("t10k-labels-idx1-ubyte.gz", None, ["MNIST not found", "--data-dir"]),
+    "idx missing file": data_case("t10k-labels-idx1-ubyte.gz", None, ["MNIST not found in --data-dir", "it lacks t10k-labels-idx1-ubyte"]),
     "idx empty file": data_case("t10k-images-idx3-ubyte.gz", lambda g: b"", ["shorter than an IDX header", "fetch it again"]),
     "idx truncated": data_case("t10k-images-idx3-ubyte.gz", lambda g: gzip.compress(images_bytes(g)[:-100]), ["truncated", "fetch it again"]),
     "idx trailing bytes": data_case("t10k-images-idx3-ubyte.gz", lambda g: gzip.compress(images_bytes(g) + b"xx"), ["trailing bytes"]),

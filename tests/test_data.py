@@ -49,7 +49,7 @@ def test_a_data_dir_with_part_of_the_dataset_is_refused_not_passed_over(tmp_path
     removed = sorted(part.rglob("t10k-labels*") if dataset == "mnist" else part.rglob("test_batch"))
     removed[0].unlink()
     assert len(load_dataset(dataset, "test")) > 0                    # the whole copy alone is found
-    with pytest.raises(UserError, match=rf"--data-dir {part}\S* lacks {removed[0].name.split('.')[0]}"):
+    with pytest.raises(UserError, match=rf"not found in --data-dir {part}\S*: it lacks {removed[0].name.split('.')[0]}"):
         load_dataset(dataset, "test", data_dir=part)
     entry = describe(dataset, part)
     assert entry["found"] and entry["root"] == str(tmp_path / "whole")

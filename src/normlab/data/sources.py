@@ -125,7 +125,7 @@ def locate(info: DatasetInfo, data_dir=None, download: bool | None = None, stric
             # The folder the user named holds part of this dataset, or another one: say so rather
             # than quietly train on a copy found elsewhere.
             base, why = notes[-1]
-            raise UserError(f"--data-dir {base} {why}", info.how_to_get)
+            raise UserError(f"{info.title} not found in --data-dir {base}: it {why}", info.how_to_get)
         location.looked += [f"{base} ({label}: {why})" for base, why in notes] or [f"{root} ({label})"]
     if download is None:
         download = os.environ.get("NORMLAB_OFFLINE", "") in ("", "0")
