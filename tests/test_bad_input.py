@@ -146,6 +146,16 @@ def replace_results(make):
     return prepare
 
 
+def link_checkpoint(run, tmp):
+    """A checkpoint replaced by a link to a copy of it: --overwrite does not remove a link, and
+    the new run would have read it as its own (a 1-epoch bn reported as a finished longer run)."""
+    path = run / "checkpoints" / "bn-seed1.pt"
+    shutil.copyfile(path, tmp / "outside.pt")
+    path.unlink()
+    path.symlink_to(tmp / "outside.pt")
+    return run
+
+
 def truncate_checkpoint(run, tmp):
     path = run / "checkpoints" / "bn-seed1.pt"
     path.write_bytes(path.read_bytes()[:3000])
@@ -241,7 +251,9 @@ CASES = {
     "resume of a missing folder": folder_case(lambda r, t: t / "never-made", words=["holds no run to resume"]),
     "resume of someone else's folder": folder_case(unrelated_folder, words=["holds no run to resume"]),
     "resume with other settings": folder_case(lambda r, t: r, "--epochs", "3", "--lr", "0.05",
-                                              words=["other settings (epochs 1 -> 3; lr None -> 0.05)", "resume with the same options"]),
+                                              words=["other settings (epochs 1 -> 3; lr the default (0.1) -> 0.05)", "resume with the same options"]),
+    "resume with an option set to its default": folder_case(lambda r, t: r, "--epochs", "3", "--pad", "1", "--lr", "0.1",
+                                                            words=["other settings (epochs 1 -> 3)"]),
     "resume with other variants": folder_case(lambda r, t: r, "--norms", "bn,ln",
                                               words=["other variants (bn, gn:2 -> bn, ln)", "--norms bn,gn:2"]),
     "results not json": folder_case(write("results.json", b"{\"runs\": [1, 2"), words=["results.json is not valid JSON", "backup"]),
@@ -259,10 +271,23 @@ CASES = {
     "results: an epoch without numbers": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(test_acc="93")), words=["an epoch without its losses"]),
     "results: an epoch numbered infinity": folder_case(edit_results(lambda r: r["runs"][0]["epochs"][0].update(epoch=float("inf"))),
                                                        words=["an epoch without its losses"]),
+    "results: an accuracy of NaN": folder_case(edit_results(lambda r: r["runs"][0]["final"].update(test_acc=float("nan"))),
+                                               words=["runs[0] (bn) has a 'final' entry that is not a number"]),
+    "results: an epoch's accuracy of 140%": folder_case(edit_results(lambda r: r["runs"][1]["epochs"][0].update(val_acc=140.0)),
+                                                        words=["runs[1] (gn:2) has an epoch without its losses and accuracies"]),
+    "results: an unknown status": folder_case(edit_results(lambda r: r["runs"][0].update(status="exploded")),
+                                              words=["runs[0] has no valid 'status'"]),
     "results: stacked is text": folder_case(edit_results(lambda r: r["runs"][0].update(stacked="3")), words=["runs[0] has no valid 'stacked'"]),
     "results: a key that is a path": folder_case(edit_results(lambda r: r["runs"][0].update(key="../../x")), words=["runs[0] has no valid 'key'"]),
     "results: a FIFO": folder_case(replace_results(lambda path: os.mkfifo(path)), words=["results.json is a named pipe, not a data file"]),
-    "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is a character device, not a data file"]),
+    "results: a link to /dev/zero": folder_case(replace_results(lambda path: path.symlink_to("/dev/zero")), words=["results.json is a link, not a file normlab wrote"]),
+    "results: a link to another run's": folder_case(replace_results(lambda path: path.symlink_to(path.parent.parent / "other.json")),
+                                                    words=["results.json is a link, not a file normlab wrote"]),
+    "results: a number of 5,000 digits": folder_case(write("results.json", b'{"runs": [], "x": ' + b"9" * 5000 + b"}"),
+                                                     words=["results.json is not valid JSON", "digits"]),
+    "overwrite onto a linked checkpoint": folder_case(link_checkpoint, "--overwrite", resume=False,
+                                                      words=["--overwrite:", "bn-seed1.pt is not a checkpoint normlab wrote", "move it out"]),
+    "checkpoint: a link": folder_case(link_checkpoint, words=["bn-seed1.pt is a link, not a file normlab wrote"]),
     "results: huge": folder_case(replace_results(lambda path: path.write_bytes(b" " * (65 * 2**20))), words=["results.json is larger than 64 MiB"]),
     "misclassified: wrong types": folder_case(write("misclassified.json", b'{"bn": [{"index": "7"}]}'), words=["is not a normlab misclassified file"]),
     "misclassified: an index past the test set": folder_case(write("misclassified.json", b'{"bn": [{"index": 64, "true": 1, "pred": 2}]}'), words=["within the test set"]),

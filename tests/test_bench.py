@@ -57,3 +57,17 @@ def test_bench_bad_options_are_one_line_errors(capsys):
         assert run_cli("bench", *args) == 2, args
         err = capsys.readouterr().err.strip()
         assert err and "\n" not in err and "Traceback" not in err, (args, err)
+
+
+def test_bench_times_a_folder_of_your_own_images_not_random_ones(capsys, tmp_path):
+    from test_own_images import make_image_folder
+    folder = tmp_path / "pets"
+    make_image_folder(folder, per_class=8)
+    result = bench_json(capsys, "--dataset", folder, "--variants", "bn", "--reference-workers", "0", "--batch-size", "8")
+    assert not result["data"].startswith("synthetic") and str(folder) in result["data"]
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_timing(capsys):
+    assert run_cli("bench", "--dataset", "mnist", "--batch-size", "100000", "--steps", "1", "--windows", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--batch-size 100000 exceeds the 10,000 training images" in err and "\n" not in err, err

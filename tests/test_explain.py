@@ -170,6 +170,20 @@ def test_figure_is_a_png(tmp_path, capsys):
     import matplotlib.image
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 200 and image.shape[1] > 3 * image.shape[0]
+    assert run_cli("explain", "--figure", path) == 0            # a figure it drew may be drawn again
+
+
+def test_a_file_normlab_did_not_draw_is_not_replaced(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+    mine, link = tmp_path / "mine.png", tmp_path / "link.png"
+    plt.figure().savefig(mine)                                   # a PNG of yours, drawn by matplotlib
+    plt.close("all")
+    link.symlink_to(tmp_path / "elsewhere.png")
+    before = mine.read_bytes()
+    for path in (mine, link):
+        assert run_cli("explain", "--figure", path) == 2
+        assert "exists and is not a figure normlab explain drew" in capsys.readouterr().err
+    assert mine.read_bytes() == before and link.is_symlink() and not (tmp_path / "elsewhere.png").exists()
 
 
 @pytest.mark.parametrize("args, words", [

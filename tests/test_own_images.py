@@ -3,6 +3,9 @@ load_dataset / dataset_info every other dataset goes through, decoded once and c
 
 import json
 import os
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -101,6 +104,37 @@ def test_a_broken_image_is_one_line_naming_it(tmp_path, capsys, spoil, words):
     assert f"{broken}: {words}" in err and "\n" not in err and "Traceback" not in err, err
     assert "<_io." not in err, "Pillow's handle repr is not for users"
     assert not (tmp_path / "run").exists()
+
+
+def claim_size(path, width: int, height: int) -> None:
+    """Rewrite a PNG's header to claim another size (its CRC made good): a bomb costs 50 bytes."""
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_that_claims_to_be_huge_is_one_line_and_no_warning(tmp_path, capsys):
+    make_image_folder(tmp_path / "pets", per_class=4)
+    bomb = tmp_path / "pets" / "fox" / "img001.png"
+    claim_size(bomb, 12_000, 12_000)                    # above Pillow's warning size, below its error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("train", "--norm", "bn", "--dataset", tmp_path / "pets", "--epochs", "1", "--out", tmp_path / "run") == 2
+    assert not caught, [str(w.message) for w in caught]   # Pillow's DecompressionBombWarning: two more lines
+    err = capsys.readouterr().err.strip()
+    assert f"{bomb}: 12000x12000 pixels, more than normlab decodes" in err and "\n" not in err, err
+
+
+def test_a_class_folder_that_links_back_into_the_dataset_is_refused(tmp_path):
+    make_image_folder(tmp_path / "pets", per_class=4)
+    (tmp_path / "pets" / "loop").symlink_to(tmp_path / "pets")
+    with pytest.raises(UserError, match="loop: is a link to .*pets, inside or above the dataset folder"):
+        dataset_info(str(tmp_path / "pets"))
+    (tmp_path / "pets" / "loop").unlink()
+    (tmp_path / "pets" / "kitten").symlink_to(tmp_path / "pets" / "cat")
+    with pytest.raises(UserError, match="counted twice"):
+        dataset_info(str(tmp_path / "pets"))
 
 
 def test_images_of_another_size_are_one_line_naming_the_file(tmp_path):

@@ -276,6 +276,19 @@ def test_report_of_a_broken_folder_is_one_line_and_exit_2(trained, tmp_path, cap
     assert snapshot(copy) == before
 
 
+def test_a_folder_where_the_report_goes_is_named_and_kept(trained, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    (copy / "report.html").unlink()
+    (copy / "report.html").mkdir()
+    (copy / "report.html" / "mine.txt").write_text("mine")
+    code = run_cli("report", copy, "--data-dir", trained[1])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot write" in err and "report.html" in err and "\n" not in err, err
+    assert "move that folder away" in err and "disk space" not in err, "a folder in the way is not a full disk"
+    assert (copy / "report.html" / "mine.txt").read_text() == "mine"
+
+
 def test_report_refuses_another_test_set(trained, tmp_path, capsys):
     """Images read by index from a test set that is not the run's would be wrong images under
     the run's labels: refused (before anything is written) rather than drawn."""

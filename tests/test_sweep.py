@@ -360,7 +360,9 @@ def test_a_comparison_is_not_resumed_as_a_sweep(swept, data, tmp_path, capsys):
     assert run_cli("compare", "--norms", "bn", "--epochs", "1", "--data-dir", data, "--out", out) == 0
     before = (out / "results.json").read_bytes()
     assert run_cli(*ARGS, "--data-dir", data, "--out", out, "--resume") == 2
-    assert "was run with other settings" in capsys.readouterr().err
+    # The grid is named first: the settings that follow from it (lr_scaling) are not what the user changed.
+    err = capsys.readouterr().err
+    assert f"swept other values (no --over -> --over batch_size={','.join(map(str, SIZES))})" in err and "lr_scaling" not in err, err
     assert (out / "results.json").read_bytes() == before
 
 
@@ -436,3 +438,28 @@ def test_a_grid_resumes_after_kill_9_and_runs_on_ray(grid, data, tmp_path, ray_c
     assert axes == ({"lr": [0.03, 0.1]} if grid == "lr" else {"lr": [0.03, 0.1], "batch_size": [16, 32]})
     assert run_cli(*args, "--out", tmp_path / "ray", "--executor", "ray") == 0
     assert table(tmp_path / "ray") == table(tmp_path / "reference")
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda n, **k: n.compare(norms="bn", seeds="2", **k), "seeds='2' is not a whole number"),
+    (lambda n, **k: n.compare(norms="bn", epochs=1.5, **k), "epochs=1.5 is not a whole number"),
+    (lambda n, **k: n.compare(norms="bn", seeds=True, **k), "seeds=True is not a whole number"),
+    (lambda n, **k: n.compare(dataset=None, **{**k, "data_dir": None}), "dataset=None is not text"),
+    (lambda n, **k: n.compare(norms=5, **k), "norms=5 is not a list of variant names"),
+    (lambda n, **k: n.compare(norms=["bn", None], **k), "is not a list of variant names"),   # not a variant named "none"
+    (lambda n, **k: n.compare(norms=["bn", "bn"], **k), "variant 'bn' repeats 'bn'"),
+    (lambda n, **k: n.compare(norms="bn", **{**k, "out": 123}), "--out 123 is not a folder path"),
+    (lambda n, **k: n.compare(norms="bn", **{**k, "out": ""}), "--out '' is not a folder path"),
+    (lambda n, **k: n.sweep(over={"batch_size": "8,16"}, **k), "is not a dict of option names to lists of values"),
+    (lambda n, **k: n.sweep(over={"batch_size": [8.5]}, **k), "batch_size=8.5 is not a whole number"),
+    (lambda n, **k: n.sweep(over={"batch_size": [-4]}, **k), "--batch-size -4 must be at least 1"),
+    (lambda n, **k: n.sweep(over={"val": [0, 50]}, **k), "--over val: not an axis"),
+])
+def test_library_calls_of_the_wrong_kind_raise_one_user_error_and_write_nothing(call, words, data, tmp_path):
+    """The library is a door too: a wrong type gets normlab's one line, before any folder is made
+    (epochs=1.5 used to pass the checks, make the folder, then fail in the lr schedule)."""
+    import normlab
+    with pytest.raises(normlab.UserError) as caught:
+        call(normlab, data_dir=data, out=tmp_path / "never")
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "never").exists()

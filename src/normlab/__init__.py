@@ -4,6 +4,7 @@
     from normlab import plot_curves, plot_misclassified, write_report
     from normlab import compare_pairs, plot_sweep, preprocess
     run = normlab.compare(dataset="fashion-mnist", norms="bn,gn:4", epochs=3, out="runs/x")   # also train, sweep
+    except normlab.UserError as e: ...      # bad input: e.what is wrong, e.fix says how to fix it
 """
 
 import sys
@@ -17,7 +18,8 @@ _EXPORTS = {"Variant": ".variants", "build_model": ".models", "convert": ".model
             "register_norm": ".norms", "load_dataset": ".data", "load_run": ".runs",
             "TrainConfig": ".config", "plot_curves": ".report.curves", "plot_misclassified": ".report.grids",
             "write_report": ".report.build", "compare_pairs": ".stats", "plot_sweep": ".report.sweep",
-            "preprocess": ".data.batches", "compare": ".api", "train": ".api", "sweep": ".api"}
+            "preprocess": ".data.batches", "compare": ".api", "train": ".api", "sweep": ".api",
+            "UserError": ".errors"}        # what every refused input raises: one line, what and how to fix
 __all__ = [*_EXPORTS, "__version__"]
 
 

@@ -27,7 +27,16 @@ def experiment(norms, out=None, over: dict | None = None, lr_scaling: str = "non
     if unknown:
         raise UserError(f"unknown option {unknown[0]!r}", f"use TrainConfig's fields: {', '.join(TrainConfig().to_dict())}")
     cfg = TrainConfig(**options)
-    variants = parse_variants(norms) if isinstance(norms, str) else [Variant.parse(str(v)) for v in norms]
+    cfg.validate()                                 # before default_out reads the dataset's name
+    if not (isinstance(norms, str) or (isinstance(norms, (list, tuple)) and all(isinstance(v, (str, Variant)) for v in norms))):
+        raise UserError(f"norms={norms!r} is not a list of variant names", 'pass e.g. norms="bn,gn:4" or norms=["bn", "gn:4"]')
+    # One grammar and one duplicate check for "bn,gn:4" and ["bn", "gn:4"] alike.
+    variants = parse_variants(norms if isinstance(norms, str) else ",".join(map(str, norms)))
+    if over is not None and not (isinstance(over, dict) and all(
+            isinstance(v, (list, tuple)) and all(isinstance(x, (int, float, str)) for x in v) for v in over.values())):
+        raise UserError(f"over={over!r} is not a dict of option names to lists of values", 'pass e.g. over={"batch_size": [8, 32]}')
+    if out is not None and not (isinstance(out, (str, Path)) and str(out).strip()):
+        raise UserError(f"--out {out!r} is not a folder path", 'pass e.g. --out runs/x, or leave --out out for runs/<dataset>-<time>')
     axes = {name: list(values) for name, values in (over or {}).items()}
     executor = executor or make_executor("local", workers, cfg.device)
     out = Path(out) if out else default_out(cfg.dataset, sweep=bool(axes))

@@ -139,8 +139,7 @@ def run_saving_as_it_goes(args, out: Path, job, saved: str) -> int:
     except WriteError as exc:
         # Disk full or folder gone read-only mid-run: what is on disk is whole; say how to go on.
         again, anything = continue_command(args, out)
-        raise UserError(exc.what, f"free some disk space or make the folder writable, then "
-                                  f"{'continue' if anything else 'start again'} with: {again}") from None
+        raise UserError(exc.what, f"{exc.remedy}, then {'continue' if anything else 'start again'} with: {again}") from None
     return 0
 
 

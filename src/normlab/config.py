@@ -32,6 +32,9 @@ TRUST, TRUST_FROM_BATCH = 0.1, 32     # the default trust ratio, and the batch s
 # test error in 16 of the 18 cells below batch 128 (where the rules agree) at both budgets, 1.2-1.6
 # points on average, and 12 of 21 points on their plateau against 10 (docs/sweeps.md). Linear scaling starved batch 2 (peak lr 0.0016).
 DEFAULT_LR_SCALING = "sqrt"
+# Not axes of a grid: they pick the data (the split included: one per experiment), the net, the
+# seeds (an axis of their own) or where a run trains.
+NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "val", "test_limit", "model")
 AUTO = "auto"                          # --lr auto: a search per variant on the validation split (lrsearch.py)
 
 
@@ -72,11 +75,16 @@ class TrainConfig:
     model: str | None = option(None, "your own net, pkg.module:function taking (norm_layer, in_channels, num_classes)")
 
     def validate(self) -> None:
+        for f in fields(self):               # the library's callers pass anything: seeds="2", epochs=1.5
+            value, kinds = getattr(self, f.name), str(f.type).split(" | ")
+            if not any(KINDS[kind](value) for kind in kinds):
+                raise UserError(f"{f.name}={value!r} is not {' or '.join(KIND_WORDS[k] for k in kinds)}",
+                                f"pass e.g. {f.name}={f.default!r}" if f.default is not None else f"pass {f.name} as {KIND_WORDS[kinds[0]]}")
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 20"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1", "pass e.g. --batch-size 128"),
             (self.lr in (None, AUTO) or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
-             f"--lr {self.lr} must be a positive number or auto", "pass e.g. --lr 0.1"),
+             f"--lr {self.lr!r} must be a positive number or auto", "pass e.g. --lr 0.1"),
             (not isinstance(self.lr, (int, float)) or self.lr <= MAX_RATE, f"--lr {self.lr} is above {MAX_RATE:g}",
              "pass e.g. --lr 0.1 (the default peak), or --lr auto"),
             (not (self.lr == AUTO and self.val == 0), "--lr auto chooses on the validation split, and --val 0 turns it off",
@@ -152,6 +160,7 @@ def config_fields() -> list:
             for f in fields(TrainConfig)]
 
 
+KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "None": "None"}
 KINDS = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
          "str": lambda v: isinstance(v, str), "None": lambda v: v is None}
@@ -176,7 +185,7 @@ def parse_value(name: str, text: str):
     """A field's value from text ('0.01' for lr), or a one-line UserError."""
     kind = next((kind for n, kind, _, _ in config_fields() if n == name), None)
     if kind is None:
-        raise UserError(f"{name!r} is not a training option", f"choose one of {', '.join(n for n, *_ in config_fields())}")
+        raise UserError(f"{name!r} is not a training option", f"sweep one of {', '.join(n for n, *_ in config_fields() if n not in NOT_AXES)}")
     try:
         return kind(text) if kind is not int else int(text, 10)
     except ValueError:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
-from .config import AUTO, TrainConfig
+from .config import AUTO, NOT_AXES, TrainConfig
 from .data import dataset_info, fingerprint, load_splits
 from .data.split import holdout
 from .errors import UserError
@@ -51,8 +51,6 @@ LR_SCALINGS = ("linear", "sqrt", "none")
 # rule -> (the factor on the lr at batch B from its ratio B / REFERENCE_BATCH, that factor in words, source)
 RULES = {"linear": (lambda ratio: ratio, "B / {ref}", "Goyal et al. 2017"),
          "sqrt": (math.sqrt, "sqrt(B / {ref})", "Malladi et al. 2022")}
-# Not axes: they pick the data, the seeds (an axis of their own) or where a run trains.
-NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "test_limit")
 SHORT = {"batch_size": "b"}                 # key parts: "b32-gn4-seed1", as sweeps always named them
 
 
@@ -134,8 +132,8 @@ def default_out(dataset: str, sweep: bool = False) -> Path:
 
 def check_experiment(exp: Experiment) -> None:
     """Everything that can be refused without reading data or writing files."""
-    exp.cfg.dataset = dataset_info(exp.cfg.dataset).name
     exp.cfg.validate()
+    exp.cfg.dataset = dataset_info(exp.cfg.dataset).name
     if not exp.variants:
         raise UserError("--norms is empty", "pass e.g. --norms bn,gn,ln")
     if exp.resume and exp.overwrite:
@@ -148,6 +146,8 @@ def check_experiment(exp: Experiment) -> None:
             raise UserError(f"--over {name}: not an axis", f"sweep a training option other than {', '.join(NOT_AXES)}")
         if not values or len(set(values)) != len(values):
             raise UserError(f"--over {name} must list distinct values", f"pass e.g. --over {name}=1,2")
+        for value in values:                   # before specs(), whose lr scaling takes the root of a batch size
+            replace(exp.cfg, **{name: value}).validate()
     if "lr" in exp.axes and (exp.cfg.lr == AUTO or AUTO in exp.axes["lr"]):
         raise UserError("--lr auto searches the learning rate itself, so lr cannot also be swept",
                         "drop --over lr=..., or pass a number to --lr")
@@ -208,7 +208,22 @@ def prepare_folder(exp: Experiment) -> dict | None:
             raise UserError(f"--overwrite: {out} has no list of the files normlab wrote (a folder of yours, or "
                             f"of an older normlab), and normlab deletes nothing else",
                             "remove what you no longer need yourself, or choose another --out")
+    if exp.overwrite and out.is_dir():
+        check_overwritable(exp)
     return None
+
+
+def check_overwritable(exp: Experiment) -> None:
+    """--overwrite removes only what normlab wrote; a checkpoint it would not remove (a link, or a
+    file the manifest does not list) would then be read as the new run's own: a replaced bn
+    checkpoint of 1 epoch was 'resumed' and reported as a finished 2-epoch run."""
+    written = read_manifest(exp.out) or set()
+    for spec in exp.specs():
+        path = checkpoint_path(exp.out, spec.key)
+        name = path.relative_to(exp.out).as_posix()
+        if path.is_symlink() or (path.exists() and not (path.is_file() and name in written)):
+            raise UserError(f"--overwrite: {path} is not a checkpoint normlab wrote, so it would not be removed, "
+                            f"and the new run would start from it", "move it out of the folder, or choose another --out")
 
 
 def check_resumable(previous: dict, exp: Experiment) -> None:
@@ -220,13 +235,35 @@ def check_resumable(previous: dict, exp: Experiment) -> None:
     # More seeds (same first seed) add runs next to the finished ones, as added variants do: a
     # 1-seed comparison grows to 3 for its significance tests without retraining seed 1.
     more_seeds = saved.get("seeds", 1) <= wanted["seeds"]
-    differs = [f"{k} {saved.get(k, defaults.get(k))!r} -> {wanted[k]!r}" for k in keys
-               if saved.get(k, defaults.get(k)) != wanted[k] and not (k == "seeds" and more_seeds)]
+    check_added_values(exp.out, saved.get("axes", {}), wanted["axes"])
+
+    def used(config: dict, k: str):
+        """The value the runs train with: an option left to its default (None) as resolved."""
+        value = config.get(k, defaults.get(k))
+        if value is None and k == "lr":
+            return TrainConfig(optimizer=config.get("optimizer", "sgd")).peak_lr
+        if value is None and k == "pad":
+            return dataset_info(exp.cfg.dataset).pad_for(None)
+        if value is None and k == "trust":
+            return config.get("trust_used")        # it follows the batch size: the ratios used, as words
+        return value
+
+    def shown(config: dict, k: str) -> str:
+        default = config.get(k, defaults.get(k)) is None and used(config, k) is not None
+        return f"the default ({used(config, k)})" if default else repr(used(config, k))
+
+    def same(k: str) -> bool:
+        if k == "seeds":
+            return saved.get(k, 1) == wanted[k] or more_seeds
+        if k == "trust" and (saved.get(k, defaults[k]) is None) != (wanted[k] is None):
+            return saved.get("trust_used") == wanted["trust_used"]   # --trust 0.1 where the default was 0.1
+        return saved.get(k, defaults.get(k)) == wanted[k] or used(saved, k) == used(wanted, k)
+
+    differs = [f"{k} {shown(saved, k)} -> {shown(wanted, k)}" for k in keys if not same(k)]
     if differs:
         raise UserError(f"{exp.out} was run with other settings ({'; '.join(differs)})",
                         "resume with the same options (more --seeds or --norms are fine), or start a new run "
                         "with another --out")
-    check_added_values(exp.out, saved.get("axes", {}), wanted["axes"])
     before, now = saved["variants"], wanted["variants"]
     if not set(before) <= set(now):
         # Added variants are trained next to the finished ones (e.g. brn added to a finished bn,gn,ln

@@ -18,6 +18,9 @@ class WriteError(UserError):
     """A file could not be written: the disk is full or the folder is not writable (any more)."""
 
     def __init__(self, path, exc: OSError):
+        import errno
         self.path = path
-        super().__init__(f"cannot write {path} ({exc.strerror or exc})",
-                         "free some disk space or make the folder writable, then run the command again")
+        # What to do before running again: a folder in the way is not a full disk.
+        self.remedy = ("move that folder away (normlab writes a file of that name)" if exc.errno == errno.EISDIR
+                       else "free some disk space or make the folder writable")
+        super().__init__(f"cannot write {path} ({exc.strerror or exc})", f"{self.remedy}, then run the command again")

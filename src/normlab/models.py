@@ -243,7 +243,9 @@ def convert(model: nn.Module, variant: Variant | str) -> list[tuple[str, nn.Modu
     in place, and with +ws every Conv2d for its weight-standardized form; returns (module path,
     old, new) for each replacement. New norm layers start fresh (weight 1, bias 0): BatchNorm's
     learned scale and shift were fitted to other statistics."""
-    variant = Variant.parse(variant) if isinstance(variant, str) else variant
+    if not isinstance(model, nn.Module):
+        raise UserError(f"convert takes a torch.nn.Module, got {type(model).__name__}", "pass the model itself, e.g. convert(net, 'gn:4')")
+    variant = Variant.parse(variant)
 
     def replace(path, old):
         norms.check_groups(variant, old.num_features, f" of layer {path}")

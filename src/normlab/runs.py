@@ -35,6 +35,7 @@ CHECKPOINTS = "checkpoints"
 PENDING, RUNNING, DONE, DIVERGED = "pending", "running", "done", "diverged"
 MISCLASSIFIED_PER_VARIANT = 10
 SAFE_KEY = re.compile(r"[A-Za-z0-9_.+=-]+")
+STATUS = re.compile(rf"{PENDING}|{RUNNING}|{DONE}|{DIVERGED} at epoch [0-9]+")
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 RERUN = "it was written by an older normlab; run the command again with --overwrite (or another --out) to redo it"
 
@@ -103,6 +104,11 @@ def number(x) -> bool:
 
 def whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def accuracy(x) -> bool:
+    """A percentage: a loss may be NaN (a diverged run's), an accuracy never is."""
+    return number(x) and 0 <= x <= 100
 
 
 def text(x) -> bool:
@@ -179,7 +185,7 @@ def results_problem(results) -> str | None:
         optional = {} if started else {"seconds": 0, "params": 1, "final": {}}
         bad = [k for k, ok in (("key", isinstance(run.get("key"), str) and SAFE_KEY.fullmatch(run["key"])),
                                ("variant", run.get("variant") in config["variants"]), ("seed", whole(run.get("seed"))),
-                               ("status", isinstance(run.get("status"), str)), ("epochs", isinstance(run.get("epochs"), list)),
+                               ("status", isinstance(run.get("status"), str) and STATUS.fullmatch(run["status"])), ("epochs", isinstance(run.get("epochs"), list)),
                                ("axes", isinstance(run.get("axes"), dict) and run["axes"].keys() == axes.keys()),
                                ("final", isinstance(run.get("final", optional.get("final")), dict)),
                                ("seconds", number(run.get("seconds", optional.get("seconds")))),
@@ -193,10 +199,12 @@ def results_problem(results) -> str | None:
             return f"runs[{i}] ({run['variant']}): {problem}"
         for e in run["epochs"]:
             if (not isinstance(e, dict) or not all(number(e.get(k)) for k in EPOCH_FIELDS)
-                    or not (whole(e["epoch"]) and e["epoch"] >= 1)):        # an epoch of inf crashed the curves
+                    or not (whole(e["epoch"]) and e["epoch"] >= 1)        # an epoch of inf crashed the curves
+                    or not all(accuracy(e[k]) for k in ("train_acc", "val_acc", "test_acc") if k in e)):
                 return f"runs[{i}] ({run['variant']}) has an epoch without its losses and accuracies"
-        if not all(isinstance(v, str) if k == "chosen_by" else number(v) for k, v in run.get("final", {}).items()):
-            return f"runs[{i}] ({run['variant']}) has a 'final' entry that is not a number"
+        if not all(isinstance(v, str) if k == "chosen_by" else accuracy(v) if "_acc" in k else number(v)
+                   for k, v in run.get("final", {}).items()):
+            return f"runs[{i}] ({run['variant']}) has a 'final' entry that is not a number (an accuracy: 0 to 100)"
     return None
 
 
@@ -286,6 +294,9 @@ class Run:
     def predict(self, variant: str, images, seed: int | None = None):
         """Labels and confidences for uint8 images as stored (N x C x H x W, or one C x H x W; a
         tensor or a NumPy array)."""
+        if not (isinstance(images, torch.Tensor) or type(images).__module__ == "numpy"):
+            raise UserError(f"predict takes a tensor or NumPy array of uint8 images, got {type(images).__name__}",
+                            "pass e.g. load_dataset(...).images[:10]")
         model = self.load_model(variant, seed)
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8:

@@ -108,13 +108,17 @@ FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe", stat.S_IFC
               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file (after following links).
+def open_regular(path: Path, follow_links: bool = True) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file (after following links, if asked:
+    a dataset may be a link; a run folder's own files never are, normlab writes them whole).
 
     Opened non-blocking and checked with fstat on the open descriptor: a FIFO neither blocks
     the open nor slips in between the check and the read."""
+    if not follow_links and Path(path).is_symlink():
+        raise UserError(f"{path} is a link, not a file normlab wrote (a run folder's files are read only as written)",
+                        "put the file itself there, or start the run again")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0)))
     except OSError as exc:
         raise UserError(f"cannot read {path} ({exc.strerror or exc})",
                         "check that it is a readable file, or restore it") from None
@@ -127,16 +131,18 @@ def open_regular(path: Path) -> BinaryIO:
 
 
 def read_json(path: Path, cap: int = MAX_JSON_BYTES):
-    """A JSON file, read only if it is a regular file of at most ``cap`` bytes (a FIFO would
-    hang the read, a link to /dev/zero would fill the memory)."""
+    """A JSON file of a run folder, read only if it is a regular file, not a link, of at most
+    ``cap`` bytes (a FIFO would hang the read, a link could hand in another run's results)."""
     path = Path(path)
     try:
-        with open_regular(path) as handle:
+        with open_regular(path, follow_links=False) as handle:
             data = handle.read(cap + 1)
         if len(data) > cap:
             raise UserError(f"{path} is larger than {cap // 2**20} MiB", "replace it with the file normlab wrote, or start the run again")
         return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError and UnicodeDecodeError, and a number of more than 4,300
+        # digits, which Python refuses to convert.
         raise UserError(f"{path} is not valid JSON ({str(exc)[:200]})", "restore it from a backup or start the run again") from None
     except OSError as exc:
         raise UserError(f"cannot read {path} ({exc.strerror or exc})", "check that it is a readable file") from None
@@ -298,7 +304,7 @@ def load_checkpoint(path: Path, map_location="cpu"):
     try:
         # torch warns (two lines on stderr) about pickle protocols it did not write; the file is
         # refused or accepted all the same, and the user gets one line either way.
-        with open_regular(path) as handle, warnings.catch_warnings():
+        with open_regular(path, follow_links=False) as handle, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(handle, map_location=map_location, weights_only=True)
     except UserError:

@@ -33,6 +33,10 @@ class Variant:
 
     @staticmethod
     def parse(text: str) -> "Variant":
+        if isinstance(text, Variant):
+            return text
+        if not isinstance(text, str):
+            raise UserError(f"variant {text!r} is not a name", GRAMMAR)
         spec = text.strip().lower()
         match = _PATTERN.match(spec)
         # "+" separates modifiers, except in an exponent: gn+l1=1e+30.

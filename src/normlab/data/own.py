@@ -230,7 +230,15 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root = folder.resolve()
+    for path in found:
+        real = path.resolve()
+        if path.is_symlink() and (real == root or real in root.parents or root in real.parents):
+            # A link to the folder itself (or to another class in it) would count its images twice.
+            raise bad(path, f"is a link to {real}, inside or above the dataset folder, so its images would be "
+                            f"counted twice", "replace the link by a folder of that class's own images")
+    return found
 
 
 def labelled_files(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
@@ -337,8 +345,13 @@ def decode_image(path: Path) -> np.ndarray:
         if size > MAX_IMAGE_FILE_BYTES:
             raise bad(path, f"{size >> 20} MB, more than an image normlab trains on ({MAX_IMAGE_FILE_BYTES >> 20} MB)")
         try:
-            with warnings.catch_warnings(), Image.open(handle, formats=("PNG", "JPEG")) as image:
-                warnings.simplefilter("ignore")      # e.g. Pillow's palette-transparency advice
+            with warnings.catch_warnings():
+                # Before open: Pillow's DecompressionBombWarning (two lines on stderr) comes from
+                # open, ahead of the one-line refusal below; also its palette-transparency advice.
+                warnings.simplefilter("ignore")
+                image = Image.open(handle, formats=("PNG", "JPEG"))
+            with image, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise bad(path, f"{image.width}x{image.height} pixels, more than normlab decodes "
                                     f"({MAX_IMAGE_PIXELS} pixels)", "resize the images")

@@ -132,9 +132,23 @@ def figure_png(shape: Shape = Shape()) -> bytes:
     ax.set_aspect("equal")
     ax.axis("off")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": MARK})
     plt.close(fig)
     return buf.getvalue()
+
+
+# Written into the PNG's Software field: the mark by which a figure normlab drew may be drawn
+# over again, while any other file of that name (a figure of yours) is left alone.
+MARK = "normlab explain"
+
+
+def drawn_by_normlab(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:                # reads the header chunks only, not the pixels
+            return image.format == "PNG" and image.info.get("Software") == MARK
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
 
 
 def check_path(path) -> Path:
@@ -143,6 +157,9 @@ def check_path(path) -> Path:
         raise UserError(f"--figure {path} is a folder", "give a file name, e.g. norms.png")
     if path.suffix.lower() != ".png":
         raise UserError(f"--figure {path} is not a .png file name", "name the figure e.g. norms.png")
+    if path.is_symlink() or (path.exists() and not (path.is_file() and drawn_by_normlab(path))):
+        raise UserError(f"--figure {path} exists and is not a figure normlab explain drew, so it is not replaced",
+                        "give a new file name, or move that file away")
     return path
 
 
