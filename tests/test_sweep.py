@@ -142,6 +142,9 @@ def test_resume_skips_finished_cells_and_finishes_the_rest(swept, data, tmp_path
     assert run_cli(*ARGS, "--data-dir", data, "--out", out, "--resume") == 0
     assert "8 already finished, 0 to train" in capsys.readouterr().out
     assert mtimes(out) == after
+    # The defaults spelled out are the same settings: 28x28 images shift by 1 pixel, SGD peaks at 0.1.
+    assert run_cli(*ARGS, "--pad", "1", "--lr", "0.1", "--data-dir", data, "--out", out, "--resume") == 0
+    assert "8 already finished, 0 to train" in capsys.readouterr().out
 
 
 def test_each_lr_scaling_rule_sets_the_peak_lr_and_says_so():
