@@ -147,8 +147,9 @@ def test_images_of_another_size_are_one_line_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("setup, words", [
     (lambda root: (root / "only").mkdir(parents=True), "holds 1 class subfolder"),
+    (lambda root: (root / "train" / "cat").mkdir(parents=True), "holds train/ but no test/"),
     (lambda root: [(root / c).mkdir(parents=True) for c in ("a", "b")], "a holds no PNG or JPEG images"),
-], ids=["one-class", "empty-class"])
+], ids=["one-class", "half-a-split", "empty-class"])
 def test_a_folder_without_two_classes_of_images_is_refused(tmp_path, setup, words):
     setup(tmp_path / "x")
     with pytest.raises(UserError, match=words):

@@ -255,6 +255,11 @@ def read_folder(folder: Path) -> Arrays:
     split = (folder / "train").is_dir() and (folder / "test").is_dir()
     train_root = folder / "train" if split else folder
     classes = [p.name for p in class_folders(train_root)]
+    if classes in (["train"], ["test"]):
+        # Half of a split folder, not a one-class dataset called "train".
+        other = {"train": "test", "test": "train"}[classes[0]]
+        raise UserError(f"{folder} holds {classes[0]}/ but no {other}/, so it is read as one class named {classes[0]!r}",
+                        f"add {folder / other}/<class>/ beside it, or put the class folders directly in {folder}")
     if len(classes) < 2:
         raise UserError(f"{train_root} holds {len(classes)} class subfolder(s); a dataset needs at least two",
                         f"put each class's images in a subfolder of its own: {train_root}/<class>/*.png")
