@@ -102,6 +102,16 @@ def test_validation_chosen_epochs_are_ranked_and_said(tmp_path):
     assert "| `bn` | 2 | 85.50 ± 0.71 | - | 2.5 ± 0.7 | 85.00 ± 1.41 |" in md   # several seeds: mean ± sd
 
 
+def test_the_findings_test_the_numbers_the_table_tests(tmp_path):
+    """The best-validation epoch's accuracy is the headline; a findings sentence that tested the
+    last epoch's instead (as it once did) gave another p-value than the table beside it."""
+    runs = [record("bn", s, [a, last], val=[90, 50]) for s, (a, last) in enumerate([(7, 12.5), (13, 10.5), (14.5, 10.5)], 1)]
+    runs += [record("gn:4", s, [a, a], val=[90, 50]) for s, a in enumerate([17, 25.5, 28], 1)]
+    md = report(write_run(tmp_path / "run", runs, epochs=2, seeds=3, val=100))
+    p_values = set(re.findall(r"Welch's t-test p = ([0-9.]+)", md))
+    assert p_values == {"0.0479"}, p_values              # scipy on [17, 25.5, 28] vs [7, 13, 14.5]; 0.0606 on the last epochs
+
+
 def test_a_loss_spike_goes_on_a_log_axis(tmp_path):
     runs = [record("bn", 1, [80, 82, 84, 85], losses=[0.6, 77.0, 0.4, 0.35]), record("gn:4", 1, [80, 81, 83, 84])]
     fig = plot_curves(load_run(write_run(tmp_path / "run", runs, epochs=4, seeds=1)))

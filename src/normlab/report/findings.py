@@ -27,7 +27,7 @@ def metric_words(key: str) -> str:
     return "test accuracy at the best-validation epoch" if key == AT_BEST_VAL else "final test accuracy"
 
 
-def pair_tests(groups: list[VariantRuns], key: str = "test_acc") -> list[PairTest]:
+def pair_tests(groups: list[VariantRuns], key: str) -> list[PairTest]:
     """Every pair of variants that finished at least one seed, on the ranked accuracy ``key``."""
     return compare_pairs({g.variant: g.final(key) for g in groups if g.final(key)})
 
@@ -119,7 +119,7 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     mean_word = "mean " if several else ""
     out.append(f"`{leader.variant}` has the highest {mean_word}{words}, {pct(lead_acc)}, "
                f"{lead_acc - second_acc:.2f} points ahead of `{runner_up.variant}` ({pct(second_acc)}). "
-               + margin_statement(leader, runner_up, pair_tests(groups)))
+               + margin_statement(leader, runner_up, pair_tests(groups, key)))
     out.append(f"{words[0].upper() + words[1:]}, best first: "
                + ", ".join(f"`{g.variant}` {pct(mean_std(g.final(key))[0])}" for g in ranked) + ".")
 
