@@ -159,6 +159,16 @@ def test_sweep_over_two_axes_gets_panels_and_an_html_report(tmp_path):
     assert len(shown["images"]) == 1 and shown["images"][0]["naturalWidth"] > 1000
 
 
+def test_a_sweep_with_an_lr_per_variant_shows_each(tmp_path):
+    """--lr auto in a batch-size sweep: bn and ln train at their own peak lr; the column showed bn's alone."""
+    runs = [record(v, s, [80, 81], val=[80, 81], batch_size=b) for v in ("bn", "ln") for b in (32, 64) for s in (1, 2)]
+    for r in runs:
+        r["lr"] = {"bn": 0.2, "ln": 0.05}[r["variant"]] * (r["axes"]["batch_size"] / 128) ** 0.5
+    md = report(write_run(tmp_path / "sweep", runs, epochs=2, seeds=2, axes={"batch_size": [32, 64]}, val=100,
+                           train_size=512, test_size=256))
+    assert "| 32 | bn 0.1, ln 0.025 |" in md and "| 64 | bn 0.1414, ln 0.03536 |" in md
+
+
 def test_a_sweep_over_epochs_judges_convergence_by_the_next_budget(tmp_path):
     # 4, 8 and 16 epochs swept (config.epochs keeps the default 20). Best validation accuracy:
     # 75 at 4 epochs, 85 at 8, 85.5 and 85.3 at 16 (mean 85.4): 4 -> 8 gains 10 points (4 is not on its

@@ -343,9 +343,13 @@ def sweep_page(sweep: Sweep) -> Page:
              f"seeds {cfg.get('seed', 1)}-{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; "
              f"{done} of {plural(len(sweep.runs), 'run')} finished; executor {where}; driver "
              f"{results.get('device_name', '?')}, torch {results.get('torch', '?')}. Swept: {swept}.")
+
+    def peak_lr(a) -> str:
+        # One number where every variant trained at it; each variant's own under --lr auto.
+        lrs = {v: f"{at[(a, v)].lr:.4g}" for v in variants if (a, v) in at}
+        return next(iter(lrs.values())) if len(set(lrs.values())) == 1 else ", ".join(f"{v} {lr}" for v, lr in lrs.items())
     table = Table([*names, *(["peak lr"] if "lr" not in names else []), *[f"`{v}`" for v in variants]],
-                  [[*map(str, a), *([f"{next(at[(a, v)].lr for v in variants if (a, v) in at):.4g}"]
-                                    if "lr" not in names else []),
+                  [[*map(str, a), *([peak_lr(a)] if "lr" not in names else []),
                     *[cell_text(at[(a, v)]) if (a, v) in at else "-" for v in variants]]
                    for a in dict.fromkeys(p.at for p in pts)], numeric=set(range(len(names) + len(variants) + 1)))
     along = along_axis_tests(sweep, pts)
