@@ -12,12 +12,13 @@ import gzip
 import json
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import run_cli, write_idx
-from normlab.engine import LR_GRID, Experiment, search_epochs
+from normlab.engine import LR_GRID, Experiment, search_epochs, search_experiment
 from normlab.config import TrainConfig
 from normlab.variants import Variant
 from test_resume import data, home, normlab, numbers   # noqa: F401 (fixtures: 256 training, 128 test images)
@@ -183,3 +184,11 @@ def test_a_batch_size_sweep_searches_at_batch_128_and_scales_the_choice(data, tm
         8: pytest.approx(chosen / 4), 32: pytest.approx(chosen / 2)}
     assert main["config"]["lr_scaling"] == "sqrt" and "searched lr x sqrt(B / 128)" in main["config"]["lr_rule"]
     assert "## Learning rate search" in (out / "report.md").read_text()
+
+
+def test_an_epochs_sweep_sizes_its_search_by_the_longest_run():
+    """--over epochs=1,2 with the default --epochs 20 searched with 2- and 6-epoch rounds: longer
+    than any run it chose for."""
+    exp = Experiment([Variant.parse("bn")], TrainConfig(lr="auto"), Path("/never"), {"epochs": [1, 2]}, "none")
+    assert exp.longest_epochs() == 2
+    assert [search_experiment(exp, k).cfg.epochs for k in range(len(search_epochs(2)))] == [1, 2]

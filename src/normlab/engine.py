@@ -86,6 +86,10 @@ class Experiment:
     def scaled(self) -> bool:
         return self.lr_scaling in RULES and "batch_size" in self.axes and "lr" not in self.axes
 
+    def longest_epochs(self) -> int:
+        """The epochs of the longest run: what --lr auto sizes its search by (epochs may be swept)."""
+        return max(self.axes.get("epochs", [self.cfg.epochs]))
+
     def lr_factor(self, batch_size: int) -> float:
         return RULES[self.lr_scaling][0](batch_size / REFERENCE_BATCH)
 
@@ -490,7 +494,7 @@ def search_experiment(exp: Experiment, step: int = 0, only: dict[str, list[float
     """Round ``step`` + 1 of the search of ``exp``: its variants x LR_GRID (round 1), or each variant's
     ``only`` lrs, one seed, a few epochs, at the base settings."""
     # In a batch-size sweep the searched lr is the rate at REFERENCE_BATCH, which the runs scale.
-    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=search_epochs(exp.cfg.epochs)[step],
+    cfg = replace(exp.cfg, lr=None, seeds=1, epochs=search_epochs(exp.longest_epochs())[step],
                   batch_size=REFERENCE_BATCH if exp.scaled() else exp.cfg.batch_size)
     grid = [round(cfg.peak_lr * f, 8) for f in LR_GRID]
     cells = None if only is None else {(v, lr) for v, lrs in only.items() for lr in lrs}
@@ -503,7 +507,7 @@ def search_lrs(exp: Experiment, log=print, then=None) -> dict:
     """Run (or, on --resume, reuse) the search's rounds; set ``exp.lrs``; return what results.json records."""
     variants = list(map(str, exp.variants))
     rounds, tried, only = [], {}, None
-    for k, epochs in enumerate(search_epochs(exp.cfg.epochs)):
+    for k, epochs in enumerate(search_epochs(exp.longest_epochs())):
         search = search_experiment(exp, k, only)
         results = search_round(search, log, then)
         tried = {v: search_table(results, v) for v in variants}
@@ -514,7 +518,7 @@ def search_lrs(exp: Experiment, log=print, then=None) -> dict:
         if not any(only.values()):
             break                              # every lr diverged: nothing to train longer
     first = rounds[0]
-    cost = sum(r["epochs"] * sum(len(t) for t in r["tried"].values()) for r in rounds) / len(variants) / exp.cfg.epochs
+    cost = sum(r["epochs"] * sum(len(t) for t in r["tried"].values()) for r in rounds) / len(variants) / exp.longest_epochs()
     record = {"folder": LR_SEARCH, "epochs": first["epochs"], "grid": first["lrs"], "chosen_by": CHOSEN_BY,
               "rounds": [{k: r[k] for k in ("folder", "epochs", "lrs", "per_variant")} for r in rounds],
               "cost_runs": round(cost, 3), "variants": {}}
