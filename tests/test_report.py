@@ -276,6 +276,19 @@ def test_report_of_a_broken_folder_is_one_line_and_exit_2(trained, tmp_path, cap
     assert snapshot(copy) == before
 
 
+def test_report_redraws_the_explain_figure_of_an_older_folder(trained, tmp_path):
+    """The mark that lets `explain --figure` draw over a file is for paths outside run folders:
+    a run folder's figure is normlab's by its manifest, drawn with or without the mark."""
+    import matplotlib.pyplot as plt
+    from normlab.explain.figure import drawn_by_normlab
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    plt.figure().savefig(copy / "explain.png")                # as normlab before the mark drew it
+    plt.close("all")
+    assert run_cli("report", copy, "--data-dir", trained[1]) == 0
+    assert drawn_by_normlab(copy / "explain.png")
+
+
 def test_a_folder_where_the_report_goes_is_named_and_kept(trained, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(trained[0], copy)

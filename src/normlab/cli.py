@@ -244,13 +244,13 @@ def cmd_datasets(args) -> int:
 
 def cmd_explain(args) -> int:
     from .explain import Shape, draw_figure, explain
-    from .explain.figure import check_path
+    from .explain.figure import check_new_figure
     from .explain.stats import check_seed
     from .explain.render import to_markdown, to_text
     shape = Shape(args.batch, args.channels, args.height, args.width, args.groups).check()
     check_seed(args.seed)
     if args.figure:
-        check_path(args.figure)
+        check_new_figure(args.figure)
     explanation = explain(shape, args.seed)
     if args.figure:
         draw_figure(args.figure, shape)

@@ -157,6 +157,14 @@ def check_path(path) -> Path:
         raise UserError(f"--figure {path} is a folder", "give a file name, e.g. norms.png")
     if path.suffix.lower() != ".png":
         raise UserError(f"--figure {path} is not a .png file name", "name the figure e.g. norms.png")
+    return path
+
+
+def check_new_figure(path) -> Path:
+    """`normlab explain --figure PATH`: a path of the user's choosing, outside any run folder's
+    manifest, so what may be drawn over is told by the PNG itself. (A run folder's own figure is
+    governed by its manifest: `report` redraws it whoever drew it.)"""
+    path = check_path(path)
     if path.is_symlink() or (path.exists() and not (path.is_file() and drawn_by_normlab(path))):
         raise UserError(f"--figure {path} exists and is not a figure normlab explain drew, so it is not replaced",
                         "give a new file name, or move that file away")
