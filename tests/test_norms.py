@@ -258,6 +258,10 @@ def rgb_only(norm_layer, in_channels, num_classes):
 
 def no_weights(norm_layer, in_channels, num_classes):
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def no_norms(norm_layer, in_channels, num_classes):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
 '''
 
 
@@ -299,6 +303,14 @@ def test_seeds_of_a_user_model_train_one_at_a_time_at_small_batches(user_module,
     run = normlab.compare(norms="bn", model=user_module, seeds=2, batch_size=8, epochs=1, train_limit=200,
                           test_limit=100, data_dir=fashion_dir, out=tmp_path / "run")
     assert [(r["seed"], r["status"], r.get("stacked")) for r in run.results["runs"]] == [(1, "done", None), (2, "done", None)]
+    # The report describes the user's net, not normlab's: its parameters, its four norm layers.
+    summary = (tmp_path / "run" / "summary.txt").read_text()
+    params = count_params(build_model("bn", "fashion-mnist", model=user_module))
+    assert f"--model {user_module}" in summary and f"bn  {params:>8,}" in summary and "NormNet" not in summary
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "The net has 4 normalization layers" in report and "3.bn2" in report
+    with pytest.raises(UserError, match="--dropout is for normlab's own nets"):
+        normlab.compare(norms="bn", model=user_module, dropout=0.1, data_dir=fashion_dir, out=tmp_path / "never")
 
 
 @pytest.mark.parametrize("spec, words", [
@@ -315,6 +327,8 @@ def test_seeds_of_a_user_model_train_one_at_a_time_at_small_batches(user_module,
     ("my_nets:six_outputs", r"returns a tensor of shape \(2, 6\) for 2 images; expected 2 x 10 logits"),
     ("my_nets:rgb_only", r"fails on a batch of 2 images of 1x28x28 \(RuntimeError: "),
     ("my_nets:no_weights", r"has no trainable parameters"),
+    # every variant would have trained this one net, and the report compared them as if they differed
+    ("my_nets:no_norms", r"--model my_nets:no_norms never calls norm_layer, so every variant would train the same net"),
 ])
 def test_user_model_errors_are_one_line(user_module, spec, words):
     spec, _, variant = spec.partition("#")

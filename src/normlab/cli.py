@@ -208,7 +208,7 @@ def cmd_train(args) -> int:
 def cmd_summary(args) -> int:
     from .report.summary import summary_text
     from .variants import parse_variants
-    print(summary_text(parse_variants(args.norms), args.dataset), end="")
+    print(summary_text(parse_variants(args.norms), args.dataset, model=args.model), end="")
     return 0
 
 
@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="layer table and parameter count of each variant")
     p.add_argument("--dataset", default="fashion-mnist", help="picks the net (cifar10: 3x32x32; mnist, fashion-mnist: 1x28x28)")
     p.add_argument("--norms", default="bn,ln,gn,in,ln-elem,none", help="comma-separated variants")
+    p.add_argument("--model", default=None, help="your own net, pkg.module:function taking (norm_layer, in_channels, num_classes)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("explain", help="how each norm (bn, ln, gn, in, brn, frn, +ws) computes its statistics, worked and checked",

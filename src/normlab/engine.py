@@ -152,6 +152,9 @@ def check_experiment(exp: Experiment) -> None:
             raise UserError(f"--over {name} must list distinct values", f"pass e.g. --over {name}=1,2")
         for value in values:                   # before specs(), whose lr scaling takes the root of a batch size
             replace(exp.cfg, **{name: value}).validate()
+    if exp.cfg.model and (exp.cfg.dropout or "dropout" in exp.axes):
+        raise UserError("--dropout is for normlab's own nets: a --model of yours is built by your function, "
+                        "which gets no dropout", "drop --dropout, or put dropout in your model")
     if "lr" in exp.axes and (exp.cfg.lr == AUTO or AUTO in exp.axes["lr"]):
         raise UserError("--lr auto searches the learning rate itself, so lr cannot also be swept",
                         "drop --over lr=..., or pass a number to --lr")

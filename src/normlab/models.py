@@ -188,8 +188,14 @@ def user_model(spec: str, variant: Variant, shape: tuple[int, int, int], num_cla
     on two blank images of ``shape``: a model that cannot train on this dataset is refused here,
     in one line, not by a traceback from the first training step."""
     fix = f"fix {spec}: it is called as function(norm_layer, in_channels, num_classes) and must return an nn.Module"
+    calls = []
+    norm_layer = norm_layer_for(variant)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return norm_layer(*args, **kwargs)
     try:
-        model = load_model_function(spec)(norm_layer_for(variant), shape[0], num_classes)
+        model = load_model_function(spec)(counted, shape[0], num_classes)
     except UserError:
         raise
     except Exception as exc:
@@ -204,6 +210,10 @@ def user_model(spec: str, variant: Variant, shape: tuple[int, int, int], num_cla
     if variant.ws:
         swap(model, lambda m: type(m) is nn.Conv2d, lambda path, conv: WSConv2d.from_conv(conv))
     check_output(model, spec, shape, num_classes)
+    if not calls:
+        # Every variant would be this one net: a comparison of identical runs, with names on them.
+        raise UserError(f"--model {spec} never calls norm_layer, so every variant would train the same net",
+                        "build each normalization layer of your net as norm_layer(channels)")
     return model
 
 

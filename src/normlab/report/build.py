@@ -167,7 +167,8 @@ def augmentation_text(pad: int, flip: bool) -> str:
 def norm_layers_section(run) -> Section:
     """The run's own norm layers (a short table); the generic worked example is explain.md."""
     from ..explain.network import net_table, table_markdown
-    table = table_markdown(net_table(run.dataset, run_variants(run), run.config.get("batch_size", TrainConfig.batch_size)), 3)
+    table = table_markdown(net_table(run.dataset, run_variants(run), run.config.get("batch_size", TrainConfig.batch_size),
+                                     run.config.get("model")), 3)
     table = table.split("\n", 2)[2]                  # its own heading is this section's title
     return Section("Normalization layers in this net", [
         Paragraph(f"How each normalization computes its statistics, worked by hand on a small input and checked "
@@ -243,8 +244,8 @@ def write_run_report(run: Run, data_dir=None, test=None, log=None) -> list[Path]
     draw_figure(run.folder / EXPLAIN_FIGURE)
     written.append(run.folder / EXPLAIN_FIGURE)
     variants = [Variant.parse(g.variant) for g in groups]
-    rows = summary_rows(variants, run.dataset)
-    summary = summary_text(variants, run.dataset, rows)
+    rows = summary_rows(variants, run.dataset, run.config.get("model"))
+    summary = summary_text(variants, run.dataset, rows, run.config.get("model"))
     write_text(run.folder / SUMMARY, summary)
     written.append(run.folder / SUMMARY)
     say(f"report: writing {EXPLAIN_HTML} and {REPORT_HTML}")

@@ -16,9 +16,9 @@ def norm_params(model) -> int:
     return sum(p.numel() for m in model.modules() if is_norm_layer(m) for p in m.parameters(recurse=False))
 
 
-def variant_summary(variant: Variant, dataset: str) -> dict:
+def variant_summary(variant: Variant, dataset: str, model: str | None = None) -> dict:
     info = dataset_info(dataset)
-    model = build_model(variant, info.name)
+    model = build_model(variant, info.name, model=model)          # a --model of yours, or normlab's net
     # One image in: sizes and mult-adds then read per image, whatever the training batch.
     table = torchinfo.summary(model, input_size=(1, *info.shape), col_names=("output_size", "num_params"),
                               row_settings=("var_names",), mode="eval", verbose=0, depth=3)
@@ -28,15 +28,16 @@ def variant_summary(variant: Variant, dataset: str) -> dict:
     return {"variant": str(variant), "params": total, "norm_params": norm, "norm_share": norm / total, "table": text}
 
 
-def summary_rows(variants: list[Variant], dataset: str) -> list[dict]:
-    return [variant_summary(v, dataset_info(dataset).name) for v in variants]
+def summary_rows(variants: list[Variant], dataset: str, model: str | None = None) -> list[dict]:
+    return [variant_summary(v, dataset_info(dataset).name, model) for v in variants]
 
 
-def summary_text(variants: list[Variant], dataset: str, rows: list[dict] | None = None) -> str:
+def summary_text(variants: list[Variant], dataset: str, rows: list[dict] | None = None, model: str | None = None) -> str:
     """The text of summary.txt; ``rows`` from summary_rows when already computed."""
     info = dataset_info(dataset)
-    parts = [f"normlab summary: {info.title}, input {'x'.join(map(str, info.shape))}, {len(info.classes)} classes", ""]
-    rows = rows if rows is not None else summary_rows(variants, info.name)
+    parts = [f"normlab summary: {info.title}, input {'x'.join(map(str, info.shape))}, {len(info.classes)} classes"
+             + (f", --model {model}" if model else ""), ""]
+    rows = rows if rows is not None else summary_rows(variants, info.name, model)
     width = max(len(r["variant"]) for r in rows)
     parts.append(f"{'variant':<{width}}  {'params':>8}  {'in norms':>8}  share")
     for r in rows:
