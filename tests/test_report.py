@@ -289,6 +289,18 @@ def test_report_redraws_the_explain_figure_of_an_older_folder(trained, tmp_path)
     assert drawn_by_normlab(copy / "explain.png")
 
 
+def test_the_grids_say_they_show_the_last_epochs_model_when_validation_chose_another(trained, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    said = "The model is the one after its last epoch, as saved in `checkpoints/`"
+    chosen = [r["final"]["best_val_epoch"] for r in json.loads((copy / "results.json").read_text())["runs"]]
+    assert run_cli("report", copy, "--data-dir", trained[1]) == 0
+    assert (said in (copy / "report.md").read_text()) == (chosen != [2] * len(chosen))
+    edit_json(copy / "results.json", lambda r: [run["final"].update(best_val_epoch=1) for run in r["runs"]])
+    assert run_cli("report", copy, "--data-dir", trained[1]) == 0
+    assert said in (copy / "report.md").read_text()
+
+
 def test_a_folder_where_the_report_goes_is_named_and_kept(trained, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(trained[0], copy)

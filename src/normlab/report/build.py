@@ -175,12 +175,19 @@ def norm_layers_section(run) -> Section:
                   f"against PyTorch, is on its own page: [{EXPLAIN_MD}]({EXPLAIN_MD})."), Markdown(table)])
 
 
-def grids_blocks(groups: list[VariantRuns], grids: dict[str, Path]) -> list:
+def grids_blocks(run, groups: list[VariantRuns], grids: dict[str, Path]) -> list:
     blocks: list = []
     if grids:
-        blocks.append(Paragraph("For each variant, the 10 test images its model (first seed) got wrong with the "
-                                "highest confidence: predicted / true class and the model's confidence. "
-                                "`misclassified.json` lists their test-set indices."))
+        # The checkpoint holds the last epoch's weights: say so where validation chose another epoch.
+        shown = max(len(v) for v in run.misclassified.values()) if run.misclassified else 0
+        other_epoch = any(r.get("final", {}).get("best_val_epoch") not in (None, len(r.get("epochs", [])))
+                          for g in groups for r in g.done)
+        blocks.append(Paragraph(f"For each variant, the {'10' if shown >= 10 else f'{shown} (all it got wrong)'} "
+                                f"test images its model (first seed) got wrong with the highest confidence: predicted "
+                                f"/ true class and the model's confidence. "
+                                + ("The model is the one after its last epoch, as saved in `checkpoints/` (the "
+                                   "accuracies above are those of the epoch validation chose). " if other_epoch else "")
+                                + "`misclassified.json` lists their test-set indices."))
         blocks.append(Gallery([Image(path.name, f"misclassified by {variant_title(v)}") for v, path in grids.items()]))
     names = lambda vs: ", ".join(f"`{v}`" for v in vs)
     unfinished = [g.variant for g in groups if g.variant not in grids and not g.done]
@@ -205,7 +212,7 @@ def run_page(run, groups: list[VariantRuns], grids: dict[str, Path], summary: st
     sections += [significance] if significance else []
     if (run.folder / CURVES).exists():
         sections.append(Section("Loss and accuracy per epoch", [Image(CURVES, "loss and accuracy per epoch")]))
-    sections.append(Section("Most confidently wrong test images", grids_blocks(groups, grids)))
+    sections.append(Section("Most confidently wrong test images", grids_blocks(run, groups, grids)))
     sections.append(norm_layers_section(run))
     table = Table(["variant", "params", "in norm layers", "norm share"],
                   [[f"`{r['variant']}`", f"{r['params']:,}", f"{r['norm_params']:,}", f"{100 * r['norm_share']:.1f}%"]
