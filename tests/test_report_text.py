@@ -112,6 +112,17 @@ def test_the_findings_test_the_numbers_the_table_tests(tmp_path):
     assert p_values == {"0.0479"}, p_values              # scipy on [17, 25.5, 28] vs [7, 13, 14.5]; 0.0606 on the last epochs
 
 
+def test_a_run_too_short_for_one_cycle_says_its_lr_was_constant(tmp_path):
+    """train.make_schedule keeps the lr and momentum constant below 3 steps; the setup said one-cycle."""
+    runs = [record("bn", 1, [50.0])]
+    md = report(write_run(tmp_path / "short", runs, epochs=1, seeds=1, train_size=64, test_size=32,
+                          momentum_used="momentum 0.9 cycled 0.95 -> 0.85 -> 0.95 against the lr"))
+    assert "the lr held constant (one-cycle needs 3 steps; this run took 2 steps), momentum 0.9," in md
+    assert "onecycle schedule" not in md and "cycled" not in md
+    md = report(write_run(tmp_path / "long", runs, epochs=2, seeds=1, train_size=64, test_size=32))
+    assert "onecycle schedule" in md
+
+
 def test_a_loss_spike_goes_on_a_log_axis(tmp_path):
     runs = [record("bn", 1, [80, 82, 84, 85], losses=[0.6, 77.0, 0.4, 0.35]), record("gn:4", 1, [80, 81, 83, 84])]
     fig = plot_curves(load_run(write_run(tmp_path / "run", runs, epochs=4, seeds=1)))

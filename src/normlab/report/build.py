@@ -148,9 +148,16 @@ def setup_paragraph(run) -> Paragraph:
     data = info.title
     if all(isinstance(n, int) for n in sizes):
         data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
+    schedule, momentum = f"{cfg.get('schedule', '?')} schedule", cfg.get("momentum_used")
+    steps = (cfg["epochs"] * (sizes[0] // cfg["batch_size"]) if cfg.get("schedule") == "onecycle"
+             and all(isinstance(cfg.get(k), int) for k in ("epochs", "batch_size", "train_size")) else None)
+    if steps is not None and steps < 3:
+        # train.make_schedule: OneCycleLR needs 3 steps; with fewer the lr and momentum stay put.
+        schedule = f"the lr held constant (one-cycle needs 3 steps; this run took {plural(steps, 'step')})"
+        momentum = f"momentum {cfg.get('momentum', 0.9):g}"
     parts = [data, f"{plural(cfg.get('epochs', '?'), 'epoch')}, batch {cfg.get('batch_size', '?')}",
-             f"{cfg.get('optimizer', '?')} (peak lr {lr}, {cfg.get('schedule', '?')} schedule, "
-             f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})",
+             f"{cfg.get('optimizer', '?')} (peak lr {lr}, {schedule}, "
+             f"{momentum + ', ' if momentum else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay', '?')})",
              augmentation_text(info.pad_for(cfg.get("pad")), info.flip), seed_text,
              f"device {res.get('device_name') or res.get('device', '?')}",
              f"normlab {res.get('normlab', '?')}, torch {res.get('torch', '?')}"]
