@@ -123,6 +123,17 @@ def test_a_run_too_short_for_one_cycle_says_its_lr_was_constant(tmp_path):
     assert "onecycle schedule" in md
 
 
+@pytest.mark.parametrize("executor, words", [({"executor": "local", "workers": 1}, "trained one after another on the same device"),
+                                             ({"executor": "local", "workers": 2}, "trained side by side, sharing the machine")])
+def test_the_wall_time_sentence_says_how_the_runs_shared_the_machine(tmp_path, executor, words):
+    runs = [record("bn", 1, [50.0]), record("gn:4", 1, [40.0])]
+    runs[1]["seconds"] = 3.0
+    folder = write_run(tmp_path / "run", runs, epochs=1, seeds=1)
+    results = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**results, "executor": executor}))
+    assert f"ranged from 1.0 s (`bn`) to 3.0 s (`gn:4`), {words};" in report(folder)
+
+
 def test_a_loss_spike_goes_on_a_log_axis(tmp_path):
     runs = [record("bn", 1, [80, 82, 84, 85], losses=[0.6, 77.0, 0.4, 0.35]), record("gn:4", 1, [80, 81, 83, 84])]
     fig = plot_curves(load_run(write_run(tmp_path / "run", runs, epochs=4, seeds=1)))

@@ -410,6 +410,14 @@ def test_a_sweep_is_a_run_like_any_other(swept):
     assert run.axes == {"batch_size": SIZES} and len(run.runs) == 8
     assert run.checkpoint_path("gn:2", 2, batch_size=32).name == "b32-gn2-seed2.pt"
     assert run.load_model("gn:2", 2, batch_size=32).training is False
+    images = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    assert len(run.predict("gn:2", images, 2, batch_size=32)[0]) == 3
+    # Without its batch size a sweep's run is not one run: the first was taken silently.
+    from normlab.errors import UserError
+    with pytest.raises(UserError, match="is a sweep: gn:2 has a run at every value of batch_size"):
+        run.predict("gn:2", images)
+    with pytest.raises(UserError, match="swept no lr"):
+        run.predict("gn:2", images, lr=0.1)
     fig = plot_sweep(run.results)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["4", "32"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["BatchNorm (bn), 2 seeds",

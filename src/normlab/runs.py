@@ -266,6 +266,15 @@ class Run:
 
     def record(self, variant: str, seed: int | None = None, **axes) -> dict:
         name = str(Variant.parse(variant))
+        unknown = sorted(set(axes) - set(self.axes))
+        if unknown:
+            raise UserError(f"{self.folder} swept no {unknown[0]}", f"pick a run by {', '.join(self.axes) or 'variant and seed only'}")
+        if self.axes and len({tuple(r["axes"].get(a) for a in self.axes) for r in self.runs if r["variant"] == name}) > 1 \
+                and set(axes) != set(self.axes):
+            # A sweep's first run of this variant would be taken silently (load_run(sweep).predict('bn', x)).
+            example = ", ".join(f"{a}={v!r}" for a, v in self.runs[0]["axes"].items())
+            raise UserError(f"{self.folder} is a sweep: {variant} has a run at every value of {', '.join(self.axes)}",
+                            f"name them, e.g. {example}")
         for run in self.runs:
             if run["variant"] == name and seed in (None, run["seed"]) and all(run["axes"].get(k) == v for k, v in axes.items()):
                 return run
@@ -291,13 +300,13 @@ class Run:
         return load_dataset(self.dataset, "test", data_dir or self.config.get("data_dir"))
 
     @torch.inference_mode()
-    def predict(self, variant: str, images, seed: int | None = None):
+    def predict(self, variant: str, images, seed: int | None = None, **axes):
         """Labels and confidences for uint8 images as stored (N x C x H x W, or one C x H x W; a
-        tensor or a NumPy array)."""
+        tensor or a NumPy array); in a sweep, ``axes`` pick the run (``batch_size=32``)."""
         if not (isinstance(images, torch.Tensor) or type(images).__module__ == "numpy"):
             raise UserError(f"predict takes a tensor or NumPy array of uint8 images, got {type(images).__name__}",
                             "pass e.g. load_dataset(...).images[:10]")
-        model = self.load_model(variant, seed)
+        model = self.load_model(variant, seed, **axes)
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8:
             raise UserError(f"predict takes uint8 images as stored in the dataset, got {images.dtype}",

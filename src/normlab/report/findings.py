@@ -85,7 +85,7 @@ def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[Pa
             f"winner is claimed. More seeds would detect a smaller real gap. {size}")
 
 
-def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list[str]:
+def findings(groups: list[VariantRuns], planned_runs: int | None = None, side_by_side: bool = False) -> list[str]:
     """Paragraphs (Markdown with `code` spans) about the run's variants."""
     out: list[str] = []
     key = headline_key([r for g in groups for r in g.runs])
@@ -153,13 +153,14 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None) -> list
     if len(per_epoch) > 1:
         stacked = stacked_note(ranked)
         fast, slow = min(per_epoch, key=per_epoch.get), max(per_epoch, key=per_epoch.get)
+        how = "trained side by side, sharing the machine" if side_by_side else "trained one after another on the same device"
         if per_epoch[slow] < 1.1 * per_epoch[fast] or f"{per_epoch[slow]:.1f}" == f"{per_epoch[fast]:.1f}":
             span = f"{per_epoch[fast]:.1f}"
             span += "" if f"{per_epoch[slow]:.1f}" == span else f"-{per_epoch[slow]:.1f}"
             out.append(f"Wall time per epoch was about the same for every variant ({span} s).{stacked}")
             return out
         out.append(f"Wall time per epoch ranged from {per_epoch[fast]:.1f} s (`{fast}`) to {per_epoch[slow]:.1f} s "
-                   f"(`{slow}`), trained one after another on the same device; timings on a shared machine vary.{stacked}")
+                   f"(`{slow}`), {how}; timings on a shared machine vary.{stacked}")
     return out
 
 
@@ -226,8 +227,10 @@ def run_findings(run) -> list[str]:
     planned = len(run.config.get("variants", [])) * run.config.get("seeds", 1) or None
     from ..train import recipe_note
     groups = group_runs(run, run_variants(run))
+    executor = run.results.get("executor", {})
+    side_by_side = executor.get("executor", "local") != "local" or executor.get("workers", 1) > 1   # workers or Ray
     if len(groups) < 2:
-        return findings(groups, planned)
+        return findings(groups, planned, side_by_side)
     # Each variant's settings as its runs had them (the lr differs per variant after --lr auto).
     configs = {g.variant: {**run.config, "lr": sorted({r.get("lr") for r in g.runs}, key=str)} for g in groups}
-    return findings(groups, planned) + [recipe_note(configs, search_sentences(run.results.get("lr_search")))]
+    return findings(groups, planned, side_by_side) + [recipe_note(configs, search_sentences(run.results.get("lr_search")))]
