@@ -303,9 +303,10 @@ def convergence_section(pts: list[Point], epochs, schedule: str | None = None, b
         return budget_section(pts, budgets, axis)
     judged = [g for p in pts for g in p.gains if g is not None]
     if not judged:
+        why = ("trained fewer than 4 epochs, too few for a last quarter to read" if epochs and int(epochs) < 4
+               else "held out no validation split" if epochs else "held out no validation split, or trained fewer than 4 epochs")
         return Section("Did every run converge?", [Paragraph(
-            "Not judged: convergence is read from the validation accuracy per epoch, and these runs held out no "
-            "validation split (or trained fewer than 4 epochs).")])
+            f"Not judged: convergence is read from the validation accuracy per epoch, and these runs {why}.")])
     # epochs is None where it is a swept axis: each run's last quarter is then its own.
     last = f"its last {plural(max(1, int(epochs) // 4), 'epoch')} (the last quarter)" if epochs else "the last quarter of its epochs"
     check = (f"the same sweep with twice the epochs (`--over epochs={epochs},{2 * int(epochs)}`)" if epochs
