@@ -233,3 +233,27 @@ def test_train_run_hands_pad_to_its_batches(fashion_dir, monkeypatch):
     train, test = load_splits("fashion-mnist", fashion_dir)
     train_run(Variant.parse("ln"), 3, small_config(epochs=1, pad=0), train, test, torch.device("cpu"))
     assert seen == [0]
+
+
+def test_the_model_kept_is_the_epoch_validation_chose_and_resume_keeps_it(fashion_dir, tmp_path):
+    """A validation split whose labels are each the next class: the more the net learns, the worse
+    it scores there, so validation chooses epoch 1 while training goes on to epoch 3. The
+    predictions returned (the grids' source) and the checkpoint's "chosen" weights are epoch 1's."""
+    from normlab.checkpoints import read_checkpoint
+    from normlab.data import Dataset
+    train, test = load_splits("fashion-mnist", fashion_dir)
+    train = Dataset(train.info, "train", train.images[:1024], train.labels[:1024], train.source)
+    test = Dataset(test.info, "test", test.images[:500], test.labels[:500], test.source)
+    shifted = Dataset(test.info, "val", test.images, (test.labels + 1) % 10, test.source)
+    cfg = TrainConfig(dataset="fashion-mnist", epochs=3, batch_size=64, seed=1)
+    variant, cpu, path = Variant.parse("bn"), torch.device("cpu"), tmp_path / "bn.pt"
+    result = train_run(variant, 1, cfg, train, test, cpu, path, val=shifted)
+    epochs = result.record["epochs"]
+    assert result.record["final"]["best_val_epoch"] == 1 and epochs[0]["test_acc"] < epochs[-1]["test_acc"]
+    kept = 100.0 * (result.final.predictions == test.labels).double().mean().item()
+    assert kept == pytest.approx(epochs[0]["test_acc"], abs=1e-3)
+    model = build_model(variant, "fashion-mnist")
+    assert read_checkpoint(path, variant, 1, model, chosen=True)["chosen"]["epoch"] == 1
+    # A finished run read back by train_run (what --resume does) keeps the same choice.
+    again = train_run(variant, 1, cfg, train, test, cpu, path, val=shifted)
+    assert torch.equal(again.final.predictions, result.final.predictions)

@@ -23,10 +23,12 @@ FIX = "delete it to retrain that variant, or restore it from a backup"
 
 
 def read_checkpoint(path: Path, variant: Variant, seed: int, model: nn.Module | None = None,
-                    map_location="cpu", own_net: bool | None = None) -> dict:
+                    map_location="cpu", own_net: bool | None = None, chosen: bool = False) -> dict:
     """The checkpoint train_run wrote for (variant, seed); with ``model``, its weights are
-    checked against the model's and loaded into it. ``own_net``: whether the run trained
-    normlab's net (not --model's), whose block order must match; by default, whether ``model`` is one."""
+    checked against the model's and loaded into it: the last epoch's, or with ``chosen`` those
+    of the epoch validation chose (its "chosen" entry; a checkpoint without one has only the
+    last). ``own_net``: whether the run trained normlab's net (not --model's), whose block order
+    must match; by default, whether ``model`` is one."""
     saved = load_checkpoint(path, map_location)
     if not isinstance(saved, dict):
         raise UserError(f"{path} is not a normlab training checkpoint (it holds a bare {type(saved).__name__})", FIX)
@@ -40,19 +42,29 @@ def read_checkpoint(path: Path, variant: Variant, seed: int, model: nn.Module | 
                         f"normlab builds {BLOCK_ORDER} blocks, which those weights do not fit",
                         "retrain it: start the run again with --overwrite or another --out")
     if model is not None:
-        problem = weights_problem(model, saved["model"])
+        problem = weights_problem(model.state_dict(), saved["model"])
         if problem:
             raise UserError(f"{path} does not fit {variant}: {problem}", FIX)
-        model.load_state_dict(saved["model"])
+    kept = saved.get("chosen")
+    if kept is not None:
+        epoch = kept.get("epoch") if isinstance(kept, dict) else None
+        problem = ("its 'chosen' entry is not an epoch and its weights" if not (isinstance(epoch, int) and epoch >= 1)
+                   else weights_problem(model.state_dict() if model is not None else saved["model"], kept.get("model"), "chosen"))
+        if problem:
+            raise UserError(f"{path} does not fit {variant}: {problem}", FIX)
+    if model is not None:
+        model.load_state_dict(kept["model"] if chosen and kept is not None else saved["model"])
     return saved
 
 
-def weights_problem(model: nn.Module, state) -> str | None:
-    """Why ``state`` cannot be loaded into ``model`` (the first reason, on one line), or None.
-    load_state_dict would say it in a many-line RuntimeError, after copying what did fit."""
+def weights_problem(expected: dict, state, entry: str = "model") -> str | None:
+    """Why ``state`` cannot be loaded where ``expected`` (a model's state dict) fits (the first
+    reason, on one line), or None. load_state_dict would say it in a many-line RuntimeError,
+    after copying what did fit."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return f"its '{entry}' entry is not a state dict of named tensors"
+    if not (isinstance(expected, dict) and all(isinstance(v, torch.Tensor) for v in expected.values())):
         return "its 'model' entry is not a state dict of named tensors"
-    expected = model.state_dict()
     for names, what in ((sorted(expected.keys() - state.keys()), "lacks"), (sorted(state.keys() - expected.keys()), "has unexpected")):
         if names:
             more = f" and {len(names) - 1} more" if len(names) > 1 else ""

@@ -286,14 +286,15 @@ class Run:
         return checkpoint_path(self.folder, self.record(variant, seed, **axes)["key"])
 
     def load_model(self, variant: str, seed: int | None = None, device: str = "cpu", **axes) -> torch.nn.Module:
-        """The trained model, weights loaded, in eval mode."""
+        """The trained model in eval mode, with the weights of the epoch validation chose (whose
+        accuracy results.json and the report give; the last epoch's in a checkpoint without them)."""
         record = self.record(variant, seed, **axes)
         path = checkpoint_path(self.folder, record["key"])
         if not path.exists():
             raise UserError(f"no checkpoint {path}", "train that variant first (normlab compare --resume finishes a run)")
         run_variant = Variant.parse(record["variant"])
         model = build_model(run_variant, self.dataset, {**self.config, **record["axes"]}.get("dropout", 0.0), self.config.get("model"))
-        read_checkpoint(path, run_variant, record["seed"], model, map_location=device)
+        read_checkpoint(path, run_variant, record["seed"], model, map_location=device, chosen=True)
         return model.to(device).eval()
 
     def test_set(self, data_dir=None) -> Dataset:

@@ -40,8 +40,8 @@ from .models import BLOCK_ORDER, build_model, count_params
 from .progress import EpochBar
 from .storage import save_checkpoint
 from .checkpoints import read_checkpoint
-from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, close_epoch, eval_splits, evaluate,
-                    final_metrics, keep_freed_memory, init_weights, make_optimizer, make_schedule, train_run, weights)
+from .train import (CHANNELS_LAST, RunResult, TrainConfig, autocast, check_batch, chosen_weights, close_epoch, eval_splits,
+                    evaluate, final_metrics, keep_freed_memory, init_weights, make_optimizer, make_schedule, train_run, weights)
 from .variants import Variant
 
 # Layers that act on each channel alone, so K models side by side need the very same layer.
@@ -243,6 +243,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
                 "status": s["status"] if saved else "running", "epochs": s["epochs"] if saved else [],
                 "seconds": sum(e["seconds"] for e in s["epochs"]) if saved else 0.0}
                for seed, model, s in zip(seeds, training.models, saved or [{}] * k)]
+    chosen = [s.get("chosen") for s in saved] if saved else [None] * k
     batch_generators = [torch.Generator(device=device) for _ in seeds]
     name = f"{variant} seeds {','.join(map(str, seeds))}"
 
@@ -273,6 +274,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
                                    100.0 * correct[i].item() / seen, training.lr)
             if entry is not None:
                 record["epochs"].append({**entry, "seconds": round(share + time.perf_counter() - started, 3)})
+                chosen[i] = chosen_weights(record["epochs"], parts[i]["model"], chosen[i])
                 record["status"] = "done" if epoch == cfg.epochs else "running"
             else:
                 record["status"] = f"diverged at epoch {epoch}"    # this seed stops; the others go on
@@ -281,7 +283,7 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
             if checkpoints:
                 save_checkpoint(checkpoints[i], {**parts[i], "epochs": record["epochs"], "status": record["status"],
                                                  "variant": str(variant), "seed": seeds[i],
-                                                 "block": BLOCK_ORDER})
+                                                 "block": BLOCK_ORDER, **({"chosen": chosen[i]} if chosen[i] else {})})
             if on_epoch is not None:
                 on_epoch(record)
         bar.close("  ".join(f"seed {seeds[i]}: " + (f"test acc {records[i]['epochs'][-1]['test_acc']:5.2f}%"
@@ -290,6 +292,9 @@ def train_stack(variant: Variant, seeds: list[int], cfg: TrainConfig, train: Dat
 
     training.unstack()
     test_images, test_labels = splits["test"]
+    for model, record, kept in zip(training.models, records, chosen):
+        if kept and record["status"] == "done":
+            model.load_state_dict(kept["model"])         # as train_run: the model validation chose
     return [RunResult(record, model, evaluate(model, test_images, test_labels, normalizer, keep_predictions=True)
                       if record["status"] == "done" else None)
             for record, model in zip(records, training.models)]

@@ -231,6 +231,16 @@ def final_metrics(epochs: list[dict]) -> dict:
     return {"final": final}
 
 
+def chosen_weights(epochs: list[dict], weights: dict, chosen: dict | None) -> dict | None:
+    """The checkpoint's "chosen" entry after an epoch: these weights when validation chose this
+    epoch (final_metrics), else the weights kept before. The report's grids and Run.predict use
+    the model whose accuracy the report gives, not the last epoch's."""
+    best = final_metrics(epochs).get("final", {}).get("best_val_epoch")
+    if best == epochs[-1]["epoch"]:
+        return {"epoch": best, "model": {k: v.detach().clone() for k, v in weights.items()}}
+    return chosen
+
+
 # channels_last (NHWC) lets oneDNN on CPU and cuDNN on GPU run the convolutions without
 # reordering every activation; measured on the 2-core CPU it is faster for bn, ln and gn alike
 # (benchmarks/RESULTS.md), so one layout serves every variant.
@@ -366,6 +376,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
             raise UserError(f"checkpoint {checkpoint} does not fit {variant} ({str(exc).splitlines()[0][:200]})",
                             "delete it to retrain that variant") from None
         state = RunState(saved["epochs"], saved["status"])
+    chosen = saved.get("chosen") if checkpoint is not None and checkpoint.exists() else None
     record = {"variant": str(variant), "seed": seed, "params": count_params(model), "status": state.status,
               "seconds": sum(e["seconds"] for e in state.epochs), "epochs": state.epochs}
     generator = torch.Generator(device=device)
@@ -392,6 +403,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
                                      100.0 * correct.item() / seen, training.lr)
         if entry is not None:
             state.epochs.append({**entry, "seconds": round(time.perf_counter() - started, 3)})
+            chosen = chosen_weights(state.epochs, model.state_dict(), chosen)
             if epoch == cfg.epochs:
                 state.status = "done"
             summary += f"{state.epochs[-1]['seconds']:5.1f}s"
@@ -401,7 +413,8 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
                       seconds=round(record["seconds"] + time.perf_counter() - started, 3))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {**training.state_dict(), "epochs": state.epochs, "status": state.status,
-                                         "variant": str(variant), "seed": seed, "block": BLOCK_ORDER})
+                                         "variant": str(variant), "seed": seed, "block": BLOCK_ORDER,
+                                         **({"chosen": chosen} if chosen else {})})
         if on_epoch is not None:
             on_epoch(record)
         bar.close(summary)    # after saving: an epoch on the screen is an epoch on disk
@@ -409,5 +422,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     record.update(final_metrics(state.epochs))
     final = None
     if state.status == "done":
+        if chosen:
+            model.load_state_dict(chosen["model"])      # training is over: the model validation chose
         final = evaluate(model, *splits["test"], normalizer, keep_predictions=True)
     return RunResult(record, model, final)

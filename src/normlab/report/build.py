@@ -185,16 +185,11 @@ def norm_layers_section(run) -> Section:
 def grids_blocks(run, groups: list[VariantRuns], grids: dict[str, Path]) -> list:
     blocks: list = []
     if grids:
-        # The checkpoint holds the last epoch's weights: say so where validation chose another epoch.
         shown = max(len(v) for v in run.misclassified.values()) if run.misclassified else 0
-        other_epoch = any(r.get("final", {}).get("best_val_epoch") not in (None, len(r.get("epochs", [])))
-                          for g in groups for r in g.done)
         blocks.append(Paragraph(f"For each variant, the {'10' if shown >= 10 else f'{shown} (all it got wrong)'} "
-                                f"test images its model (first seed) got wrong with the highest confidence: predicted "
-                                f"/ true class and the model's confidence. "
-                                + ("The model is the one after its last epoch, as saved in `checkpoints/` (the "
-                                   "accuracies above are those of the epoch validation chose). " if other_epoch else "")
-                                + "`misclassified.json` lists their test-set indices."))
+                                f"test images its model (first seed, with the weights of the epoch validation chose) "
+                                f"got wrong with the highest confidence: predicted / true class and the model's "
+                                f"confidence. `misclassified.json` lists their test-set indices."))
         blocks.append(Gallery([Image(path.name, f"misclassified by {variant_title(v)}") for v, path in grids.items()]))
     names = lambda vs: ", ".join(f"`{v}`" for v in vs)
     unfinished = [g.variant for g in groups if g.variant not in grids and not g.done]
