@@ -156,6 +156,15 @@ def link_checkpoint(run, tmp):
     return run
 
 
+def spoil_chosen(run, tmp):
+    """The chosen epoch's weights replaced by a stray tensor: report and resume load them."""
+    path = run / "checkpoints" / "bn-seed1.pt"
+    saved = torch.load(path, weights_only=True)
+    saved["chosen"] = {"epoch": 1, "model": {"stray": torch.zeros(3)}}
+    torch.save(saved, path)
+    return run
+
+
 def truncate_checkpoint(run, tmp):
     path = run / "checkpoints" / "bn-seed1.pt"
     path.write_bytes(path.read_bytes()[:3000])
@@ -294,6 +303,7 @@ CASES = {
     "misclassified: a list": folder_case(write("misclassified.json", b'[1]'), words=["is not a normlab misclassified file"]),
     "huge seed": option_case("--seed", str(2**63), words=["--seed 9223372036854775808 (with --seeds 1) is out of range"]),
     "seed that overflows the epoch seeds": option_case("--seed", str(2**60), words=["is out of range"]),
+    "checkpoint: chosen weights that do not fit": folder_case(spoil_chosen, words=["bn-seed1.pt does not fit bn", "weights"]),
     "checkpoint truncated": folder_case(truncate_checkpoint, words=["cannot load checkpoint", "bn-seed1.pt", "delete it to retrain"]),
     "checkpoint of another variant": folder_case(copy_checkpoint("gn2-seed1.pt", "bn-seed1.pt"), words=["bn-seed1.pt holds gn:2 seed 1, not bn seed 1", "delete it"]),
     "checkpoint of the pre-0.2 net": folder_case(old_checkpoint("gn2-seed1.pt"), words=["gn2-seed1.pt holds a conv-norm-relu net (normlab before 0.2.0)", "--overwrite"]),
