@@ -367,7 +367,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
     torch.manual_seed(seed)
     training = Training(variant, cfg, device, len(batches), channels_last)
     model = training.model
-    state = RunState()
+    state, chosen = RunState(), None
     if checkpoint is not None and checkpoint.exists():
         saved = read_checkpoint(checkpoint, variant, seed, training.model)   # refuses weights that do not fit
         try:
@@ -375,8 +375,7 @@ def train_run(variant: Variant, seed: int, cfg: TrainConfig, train: Dataset, tes
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"checkpoint {checkpoint} does not fit {variant} ({str(exc).splitlines()[0][:200]})",
                             "delete it to retrain that variant") from None
-        state = RunState(saved["epochs"], saved["status"])
-    chosen = saved.get("chosen") if checkpoint is not None and checkpoint.exists() else None
+        state, chosen = RunState(saved["epochs"], saved["status"]), saved.get("chosen")
     record = {"variant": str(variant), "seed": seed, "params": count_params(model), "status": state.status,
               "seconds": sum(e["seconds"] for e in state.epochs), "epochs": state.epochs}
     generator = torch.Generator(device=device)
