@@ -35,6 +35,9 @@ DEFAULT_LR_SCALING = "sqrt"
 # Not axes of a grid: they pick the data (the split included: one per experiment), the net, the
 # seeds (an axis of their own) or where a run trains.
 NOT_AXES = ("dataset", "seed", "seeds", "device", "train_limit", "val", "test_limit", "model")
+# One-cycle needs this many optimizer steps in all (OneCycleLR divides by zero with fewer warm-up
+# steps); a shorter run keeps its lr and momentum constant (train.make_schedule, said in the report).
+ONECYCLE_MIN_STEPS = 3
 AUTO = "auto"                          # --lr auto: a search per variant on the validation split (lrsearch.py)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from .data import Dataset
 from .data.batches import EVAL_BATCH, Normalizer, TrainBatches, eval_batches
 from .checkpoints import read_checkpoint
-from .config import TrainConfig
+from .config import ONECYCLE_MIN_STEPS, TrainConfig
 from .errors import UserError
 from .models import BLOCK_ORDER, build_model, count_params
 from .progress import EpochBar
@@ -156,7 +156,7 @@ def trust_ratio(kernels: list[nn.Parameter], models: int, trust: float):
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle" and total >= 3:
+    if cfg.schedule == "onecycle" and total >= ONECYCLE_MIN_STEPS:
         # Warm up for the first 25% of steps, then anneal: fast and forgiving on these small nets.
         # At least 2 warm-up steps: with fewer, OneCycleLR divides by zero (e.g. 4 steps in all).
         # Its momentum cycle is TrainConfig.momentum_cycle's: PyTorch's fixed 0.85-0.95 would

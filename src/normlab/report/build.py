@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import ONECYCLE_MIN_STEPS, TrainConfig
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
 from ..runs import MISCLASSIFIED, Run, limit, load_run, most_confident_mistakes
@@ -151,9 +151,9 @@ def setup_paragraph(run) -> Paragraph:
     schedule, momentum = f"{cfg.get('schedule', '?')} schedule", cfg.get("momentum_used")
     steps = (cfg["epochs"] * (sizes[0] // cfg["batch_size"]) if cfg.get("schedule") == "onecycle"
              and all(isinstance(cfg.get(k), int) for k in ("epochs", "batch_size", "train_size")) else None)
-    if steps is not None and steps < 3:
-        # train.make_schedule: OneCycleLR needs 3 steps; with fewer the lr and momentum stay put.
-        schedule = f"the lr held constant (one-cycle needs 3 steps; this run took {plural(steps, 'step')})"
+    if steps is not None and steps < ONECYCLE_MIN_STEPS:
+        schedule = (f"the lr held constant (one-cycle needs {ONECYCLE_MIN_STEPS} steps; this run took "
+                    f"{plural(steps, 'step')})")
         momentum = f"momentum {cfg.get('momentum', 0.9):g}"
     parts = [data, f"{plural(cfg.get('epochs', '?'), 'epoch')}, batch {cfg.get('batch_size', '?')}",
              f"{cfg.get('optimizer', '?')} (peak lr {lr}, {schedule}, "
