@@ -81,10 +81,34 @@ def test_the_chosen_lr_is_the_best_validation_accuracy_of_the_search(reference):
         real = next(r for r in main["runs"] if r["variant"] == variant)
         assert real["lr"] == chosen["lr"] and real["status"] == "done" and real["epochs"][0]["lr"] < chosen["lr"]
     report = (reference / "report.md").read_text()
-    assert "## Learning rate search" in report and "by validation accuracy after 1 epoch, then the best 2 after 2 epochs; " \
-        "search cost 3 runs per variant" in report
+    assert "## Learning rate search" in report and "by validation accuracy after 1 epoch, then the best 2 after 2 epochs." in report
+    assert f"The search cost 3 runs of 3 epochs per variant ({record['seconds']:.0f} s in all)." in report
+    assert record["seconds"] == round(search["seconds"] + second["seconds"], 3) > 0
     assert "chosen by the same search on the validation split" in report
+    # The run's times include the search, which trained before the real runs.
+    assert main["started"] <= search["started"] and f"Run {main['started']} to {main['finished']}" in report
     assert (reference / "lr-search" / "report.md").is_file() and (reference / "lr-search-2" / "report.md").is_file()
+
+
+def test_a_search_round_reports_what_it_chose_by_the_validation_error(reference):
+    """A round's own report shows validation error, never the test accuracies that chose nothing; it
+    lists the variants in the order given, and round 2 (two lrs per variant, not the same two for
+    every variant) still compares each variant's two lrs."""
+    second = results(reference / "lr-search-2")
+    assert second["search_round"] == 2 and results(reference / "lr-search")["search_round"] == 1
+    assert "search_round" not in results(reference)
+    page = (reference / "lr-search-2" / "report.md").read_text()
+    assert page.startswith("# normlab sweep: MNIST, bn, gn:2 over lr")
+    assert "## Validation error (%)" in page and "Test error" not in page and "test error" not in page
+    assert "Which norm is better" not in page and "Needs two values" not in page
+    for v in ("bn", "gn:2"):
+        lrs = sorted(r["axes"]["lr"] for r in second["runs"] if r["variant"] == v)
+        assert f"`{v} at lr {lrs[0]:g}` vs `{v} at lr {lrs[1]:g}`" in page
+    # The table's numbers are validation errors: 100 - each run's validation accuracy at its best epoch.
+    run = second["runs"][0]
+    assert f"{100 - run['final']['val_acc']:.2f}" in page
+    rows = (reference / "lr-search-2" / "sweep.csv").read_text().splitlines()
+    assert "val_err_mean" in rows[0] and "test_err" not in rows[0]
 
 
 def test_each_round_is_longer_than_the_last_and_costs_a_share_of_the_real_runs():
@@ -112,6 +136,11 @@ def test_a_kill_in_the_search_or_the_real_runs_resumes_to_the_same_choices(refer
     proc = normlab(home, *base, kill=(f"step:{3 * STEPS + 2}", "KILL"))      # inside round 1's 4th run
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "results.json").exists() and (out / "lr-search" / "results.json").is_file()
+    # Without --resume the folder the user named is refused, before anything is written.
+    proc = normlab(home, *base)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        f"error: {out} already holds a run (its --lr auto search began); pass --resume to continue it, "
+        f"--overwrite to replace it, or choose another --out"), proc.stderr
     # Round 1's 7 runs left, then round 2's second run (2 epochs each), in its 2nd epoch.
     proc = normlab(home, *base, "--resume", kill=(f"step:{7 * STEPS + 3 * STEPS + 2}", "KILL"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -125,7 +154,8 @@ def test_a_kill_in_the_search_or_the_real_runs_resumes_to_the_same_choices(refer
     assert proc.stdout.count("is finished; not rerun") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and len(stamps) == 14     # the search was not trained again
     assert numbers(results(out)["runs"]) == numbers(results(reference)["runs"])
-    assert results(out)["lr_search"] == results(reference)["lr_search"]
+    untimed = lambda search: {k: v for k, v in search.items() if k != "seconds"}     # wall time differs run to run
+    assert untimed(results(out)["lr_search"]) == untimed(results(reference)["lr_search"])
     assert numbers(results(out / "lr-search-2")["runs"]) == numbers(results(reference / "lr-search-2")["runs"])
 
 

@@ -37,7 +37,7 @@ from .errors import UserError
 from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .norms import shipped
-from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, checkpoint_path, chosen_epoch, is_finished, limit,
+from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, SEARCH_ROUND, checkpoint_path, chosen_epoch, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
 from .tensorboard import EventLog, summary_writer
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
@@ -82,6 +82,7 @@ class Experiment:
     tensorboard: bool = False          # also write each epoch as TensorBoard events (normlab.tensorboard)
     lrs: dict[str, float] = field(default_factory=dict)   # --lr auto: variant -> its searched peak lr (scaled like --lr)
     only: set | None = None            # --lr auto's second round: the (variant, lr) cells of the grid it trains
+    search_round: int = 0              # --lr auto: which round of the search this grid is (0: a real experiment)
 
     def scaled(self) -> bool:
         return self.lr_scaling in RULES and "batch_size" in self.axes and "lr" not in self.axes
@@ -208,6 +209,10 @@ def prepare_folder(exp: Experiment) -> dict | None:
         if not (out.is_dir() and (out / CHECKPOINTS).is_dir() and holds_only_leftovers(out)):
             raise UserError(f"--resume: {out} holds no run to resume", "drop --resume to start a new run there")
         return None
+    elif not exp.overwrite and any((out / f / RESULTS).exists() for f in SEARCH_FOLDERS):
+        # Killed in its --lr auto search: refused here, naming the folder the user gave, not the round's.
+        raise UserError(f"{out} already holds a run (its --lr auto search began)",
+                        "pass --resume to continue it, --overwrite to replace it, or choose another --out")
     if out.is_dir() and not holds_only_leftovers(out):
         if not exp.overwrite:
             raise UserError(f"{out} is not empty and holds no normlab run", "choose a new or empty folder for --out")
@@ -366,6 +371,7 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
     misclassified = read_misclassified(exp.out, len(test), len(test.info.classes)) if previous is not None else {}
     log(plan_line(exp, specs))                 # every check passed; the first write comes next
     open_folder(exp)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S")     # before the search: the run's times include it
     search = search_lrs(exp, log, then) if cfg.lr == AUTO else None
     specs = exp.specs()                        # with each variant's searched lr
     local = isinstance(exp.executor, LocalExecutor)
@@ -375,10 +381,11 @@ def run_experiment(exp: Experiment, log=print, then=None) -> dict:
                    "val_size": len(val) if val is not None else 0, "test_size": len(test), "validation": split,
                    "data_fingerprint": data},
         "executor": exp.executor.describe(), **environment(resolve_device(cfg.device if local else "cpu")),
-        "started": (previous or {}).get("started") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "started": (previous or {}).get("started") or started_at,
         # Kept until this run replaces them: a resume that fails loses nothing of the last one.
         **{k: previous[k] for k in ("seconds", "finished") if k in (previous or {})},
         **({"lr_search": search} if search else {}),
+        **({SEARCH_ROUND: exp.search_round} if exp.search_round else {}),
         "runs": [],
     }
     before = {r["key"]: r for r in (previous or {}).get("runs", [])}
@@ -503,7 +510,8 @@ def search_experiment(exp: Experiment, step: int = 0, only: dict[str, list[float
     cells = None if only is None else {(v, lr) for v, lrs in only.items() for lr in lrs}
     out = exp.out / SEARCH_ROUNDS[step][0]
     return Experiment(exp.variants, cfg, out, {"lr": [lr for lr in grid if cells is None or lr in {c[1] for c in cells}]},
-                      "none", exp.data_dir, exp.resume and out.is_dir(), exp.overwrite, exp.executor, only=cells)
+                      "none", exp.data_dir, exp.resume and out.is_dir(), exp.overwrite, exp.executor, only=cells,
+                      search_round=step + 1)
 
 
 def search_lrs(exp: Experiment, log=print, then=None) -> dict:
@@ -517,14 +525,15 @@ def search_lrs(exp: Experiment, log=print, then=None) -> dict:
         keep = SEARCH_ROUNDS[k + 1][2] if k + 1 < len(SEARCH_ROUNDS) else 1      # what the next round trains
         only = {v: [t["lr"] for t in ranked(tried[v])[:keep]] for v in variants}
         rounds.append({"folder": search.out.name, "epochs": epochs, "lrs": search.axes["lr"],
-                       "per_variant": SEARCH_ROUNDS[k][2], "tried": tried})
+                       "per_variant": SEARCH_ROUNDS[k][2], "tried": tried, "seconds": results.get("seconds", 0.0)})
         if not any(only.values()):
             break                              # every lr diverged: nothing to train longer
     first = rounds[0]
     cost = sum(r["epochs"] * sum(len(t) for t in r["tried"].values()) for r in rounds) / len(variants) / exp.longest_epochs()
     record = {"folder": LR_SEARCH, "epochs": first["epochs"], "grid": first["lrs"], "chosen_by": CHOSEN_BY,
               "rounds": [{k: r[k] for k in ("folder", "epochs", "lrs", "per_variant")} for r in rounds],
-              "cost_runs": round(cost, 3), "variants": {}}
+              "cost_runs": round(cost, 3), "cost_run_epochs": exp.longest_epochs(),
+              "seconds": round(sum(r["seconds"] for r in rounds), 3), "variants": {}}
     for v in variants:
         best = ranked(rounds[-1]["tried"][v])
         chosen = best[0]["lr"] if best else search_experiment(exp).cfg.peak_lr

@@ -31,6 +31,7 @@ RESULTS = "results.json"
 METRICS = "metrics.csv"
 MISCLASSIFIED = "misclassified.json"
 CHECKPOINTS = "checkpoints"
+SEARCH_ROUND = "search_round"      # results.json of a --lr auto search round: which round (1, 2)
 # A run's status: pending (not started), running (some epochs), done, or "diverged at epoch N".
 PENDING, RUNNING, DONE, DIVERGED = "pending", "running", "done", "diverged"
 MISCLASSIFIED_PER_VARIANT = 10
@@ -137,6 +138,7 @@ def lr_search_problem(search) -> str | None:
     rounds = search.get("rounds", [search]) if isinstance(search, dict) else None
     ok = (isinstance(rounds, list) and rounds and isinstance(search.get("grid"), list) and search["grid"]
           and all(number(x) for x in search["grid"]) and number(search.get("cost_runs", 0))
+          and number(search.get("seconds", 0)) and whole(search.get("cost_run_epochs", 1))
           and all(isinstance(r, dict) and whole(r.get("epochs")) and isinstance(r.get("folder"), str)
                   and whole(r.get("per_variant", 1)) for r in rounds)
           and isinstance(search.get("variants"), dict)
@@ -174,6 +176,8 @@ def results_problem(results) -> str | None:
     executor = results.get("executor", {})
     if not (isinstance(executor, dict) and text(executor.get("executor")) and whole(executor.get("workers", 1))):
         return "executor is not an object with a name and a number of workers"
+    if not (whole(results.get(SEARCH_ROUND, 1)) and results.get(SEARCH_ROUND, 1) >= 1):
+        return f"{SEARCH_ROUND} is not a round number"
     if not all(config.get(k) is None or whole(config[k]) and config[k] >= 0 for k in ("train_size", "val_size", "test_size")):
         return "config's image counts are not whole numbers"
     if not isinstance(results.get("runs"), list) or not results["runs"]:

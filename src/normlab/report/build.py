@@ -24,7 +24,7 @@ from .findings import STACKED_SHARE, gap_size, lr_search_section, pair_tests, ru
 from .grids import write_grids
 from .page import (REPORT_HTML, REPORT_MD, Code, Gallery, Image, Markdown, Page, Paragraph, Section, Table, Toc,
                    write_page)
-from .style import plural, run_variants, variant_title
+from .style import plural, run_variants, seeds_text, variant_title
 from .summary import summary_rows, summary_text
 
 EXPLAIN_FIGURE = "explain.png"
@@ -141,7 +141,7 @@ def significance_section(groups: list[VariantRuns], key: str) -> Section | None:
 def setup_paragraph(run) -> Paragraph:
     cfg, res = run.config, run.results
     seeds, first = cfg.get("seeds", 1), cfg.get("seed", 1)
-    seed_text = f"seed {first}" if seeds == 1 else f"seeds {first}-{first + seeds - 1}"
+    seed_text = seeds_text(first, seeds)
     lr = "searched per variant" if cfg.get("lr") == "auto" else cfg.get("lr") or {"sgd": 0.1, "adamw": 0.004}.get(cfg.get("optimizer"), "default")
     sizes = (cfg.get("train_size"), cfg.get("test_size"))
     info = dataset_info(run.dataset)

@@ -183,17 +183,25 @@ def stacked_note(groups) -> str:
 
 def search_sentences(search: dict | None) -> dict[str, str]:
     """variant -> "lr 0.05 chosen from 0.0125-0.2 by validation accuracy after 1 epoch, then the best 2
-    after 3 epochs; search cost 1.1 runs per variant", from results.json's "lr_search" (``--lr
-    auto``); {} without one."""
+    after 3 epochs", from results.json's "lr_search" (``--lr auto``); {} without one."""
     if not search:
         return {}
     grid, rounds = search["grid"], search.get("rounds", [{"epochs": search["epochs"]}])
     how = f"after {plural(rounds[0]['epochs'], 'epoch')}" + "".join(
-        f", then the best {r['per_variant']} after {plural(r['epochs'], 'epoch')}"
-        for r in rounds[1:]) + (f"; search cost {search['cost_runs']:g} runs per variant" if "cost_runs" in search else "")
+        f", then the best {r['per_variant']} after {plural(r['epochs'], 'epoch')}" for r in rounds[1:])
     return {v: f"lr {r['lr']:g} " + (r["note"] if "note" in r else
                                      f"chosen from {min(grid):g}-{max(grid):g} by validation accuracy {how}")
             for v, r in search["variants"].items()}
+
+
+def cost_sentence(search: dict) -> str:
+    """' The search cost 1.1 runs of 20 epochs per variant (200 s in all).' ('' for an older record without
+    its cost): the unit is a run of the longest budget when epochs are swept."""
+    if "cost_runs" not in search:
+        return ""
+    unit = f" of {plural(search['cost_run_epochs'], 'epoch')}" if "cost_run_epochs" in search else ""
+    took = f" ({search['seconds']:.0f} s in all)" if "seconds" in search else ""
+    return f" The search cost {search['cost_runs']:g} runs{unit} per variant{took}."
 
 
 def lr_search_section(search: dict | None) -> Section | None:
@@ -212,7 +220,7 @@ def lr_search_section(search: dict | None) -> Section | None:
                         + [mark(lr) for lr in search["grid"]] + [f"{r['lr']:g}" if last else ""])
     links = ", ".join(f"[{r['folder']}/report.md]({r['folder']}/report.md)" for r in rounds)
     return Section("Learning rate search", [
-        Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items())),
+        Paragraph(" ".join(f"`{v}`: {text}." for v, text in search_sentences(search).items()) + cost_sentence(search)),
         Table(header, rows, numeric=set(range(2, len(header)))),
         Paragraph(f"Validation accuracy % (validation loss) of each search run at its best-validation epoch, one seed, "
                   f"each trained from scratch with the schedule compressed into its epochs"

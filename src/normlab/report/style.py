@@ -83,6 +83,11 @@ def plural(n, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def seeds_text(first: int, seeds: int) -> str:
+    """'seed 1', 'seeds 1-3'."""
+    return f"seed {first}" if seeds == 1 else f"seeds {first}-{first + seeds - 1}"
+
+
 def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 

@@ -20,15 +20,16 @@ from pathlib import Path
 from matplotlib import rc_context
 
 from ..errors import UserError
-from ..runs import read_results
+from ..runs import RESULTS as RESULTS_NAME, SEARCH_ROUND, read_results
 from ..stats import PairTest, Spread, compare_pairs, holm, spread
 from ..storage import write_bytes, write_text
 from .aggregate import AT_BEST_VAL, headline_key, headline_words, percent_interval
 from .findings import STACKED_SHARE, gap_size, lr_search_section, verdict
 from .page import REPORT_HTML, REPORT_MD, Image, Page, Paragraph, Section, Table, Toc, write_page
-from .style import FONT, new_figure, plural, png_bytes, variant_colors, variant_title
+from .style import FONT, new_figure, plural, png_bytes, seeds_text, variant_colors, variant_title
 
 SWEEP_PNG, SWEEP_CSV = "sweep.png", "sweep.csv"
+VAL_KEY = "val_acc"                              # final's validation accuracy at the best-validation epoch
 LOG_AXES = {"batch_size": 2, "lr": 10}           # axis -> log base
 # A run has converged when the last quarter of its epochs raised its best validation accuracy by
 # less than PLATEAU points: its curve had flattened before the end, so more epochs of the same
@@ -79,8 +80,20 @@ class Sweep:
     runs: list[dict]                   # each with "axes": {axis: value}
 
     @property
+    def search_round(self) -> int:
+        """Which round of a --lr auto search this folder is; 0 for a sweep of the user's."""
+        return self.results.get(SEARCH_ROUND, 0)
+
+    @property
     def key(self) -> str:
-        return headline_key(self.runs)
+        # A search round is shown by what it chooses on: the validation accuracy at each run's
+        # best-validation epoch. Its test accuracies choose nothing, so its report does not show them.
+        return VAL_KEY if self.search_round else headline_key(self.runs)
+
+    @property
+    def metric(self) -> str:
+        """The error the page and the figure show: "test error" or, in a search round, "validation error"."""
+        return "validation error" if self.search_round else "test error"
 
 
 def as_sweep(results: dict) -> Sweep:
@@ -143,8 +156,9 @@ def sweep_csv(sweep: Sweep) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     lr = [] if "lr" in sweep.axes else ["lr"]
-    writer.writerow([*sweep.axes, "variant", *lr, "seeds_done", "seeds_planned", "test_err_mean", "test_err_std",
-                     "test_err_ci95_low", "test_err_ci95_high", "test_err_min", "test_err_max", "seconds_mean",
+    err = "val_err" if sweep.search_round else "test_err"
+    writer.writerow([*sweep.axes, "variant", *lr, "seeds_done", "seeds_planned", *(f"{err}_{k}" for k in (
+                         "mean", "std", "ci95_low", "ci95_high", "min", "max")), "seconds_mean",
                      "val_best_mean", "budget_val_gain", "late_val_gain_max", "seeds_converged"])
     num = lambda x, d=4: "" if x is None or x != x else f"{x:.{d}f}"
     for p in points(sweep):
@@ -160,7 +174,8 @@ def sweep_csv(sweep: Sweep) -> str:
 
 
 def metric_label(sweep: Sweep) -> str:
-    return "test error (%) at the best-validation epoch" if sweep.key == AT_BEST_VAL else "test error (%), last epoch"
+    return (f"{sweep.metric} (%) at the best-validation epoch" if sweep.key in (AT_BEST_VAL, VAL_KEY)
+            else "test error (%), last epoch")
 
 
 def plot_sweep(sweep):
@@ -173,7 +188,7 @@ def plot_sweep(sweep):
     numeric = all(isinstance(x, (int, float)) for x in xs)
     place = (lambda x: x) if numeric else xs.index             # options like "sgd"/"adamw" stand in a row
     panels = list(itertools.product(*[sweep.axes[a] for a in names[1:]]))
-    variants = list(dict.fromkeys(p.variant for p in pts))
+    variants = point_variants(sweep, pts)
     colors = variant_colors(variants)
     with rc_context(FONT):
         # Wider for more than three variants: their legend goes in two columns under the plot.
@@ -209,6 +224,13 @@ def plot_sweep(sweep):
     return fig
 
 
+def point_variants(sweep: Sweep, pts: list[Point]) -> list[str]:
+    """The variants with points, in the order they were given (not the order of their first point:
+    a search's second round starts with the variant whose best lrs are the smallest)."""
+    present = {p.variant for p in pts}
+    return [v for v in dict.fromkeys(sweep.results["config"].get("variants", []) + [p.variant for p in pts]) if v in present]
+
+
 def budget_text(sweep: Sweep) -> str:
     """"20 epochs per run", or the swept budgets ("30 or 60 epochs per run")."""
     if "epochs" in sweep.axes:
@@ -236,16 +258,18 @@ def pair_rows(pts: list[Point]) -> list[list[str]]:
 
 def along_axis_tests(sweep: Sweep, pts: list[Point]) -> list[PairTest]:
     """Per variant (and value of the other axes): the error at the first value of the first axis
-    against the last (Holm over all of them)."""
+    against the last, of the values it has finished runs at (a search's second round trains each
+    variant at its own two lrs); Holm over all of them."""
     name = list(sweep.axes)[0]
-    first, last = sweep.axes[name][0], sweep.axes[name][-1]
     tests = []
-    for p in pts:
-        q = next((q for q in pts if q.variant == p.variant and q.at == (last, *p.at[1:])), None)
-        if p.at[0] == first and first != last and q and p.errors and q.errors:
-            where = "".join(f", {a} {v}" for a, v in zip(list(sweep.axes)[1:], p.at[1:]))
-            (t,) = compare_pairs({f"{p.variant} at {name} {first}{where}": p.errors,
-                                  f"{p.variant} at {name} {last}{where}": q.errors})
+    for rest in dict.fromkeys(p.at[1:] for p in pts):
+        for v in dict.fromkeys(p.variant for p in pts):
+            line = [p for p in pts if p.variant == v and p.at[1:] == rest and p.errors]
+            if len(line) < 2:
+                continue
+            p, q = line[0], line[-1]
+            where = "".join(f", {a} {x}" for a, x in zip(list(sweep.axes)[1:], rest))
+            (t,) = compare_pairs({f"{v} at {name} {p.at[0]}{where}": p.errors, f"{v} at {name} {q.at[0]}{where}": q.errors})
             tests.append(t)
     tested = [t for t in tests if t.tested]
     for t, adjusted in zip(tested, holm([t.p for t in tested])):
@@ -332,16 +356,17 @@ def convergence_section(pts: list[Point], epochs, schedule: str | None = None, b
 def sweep_page(sweep: Sweep) -> Page:
     results, cfg = sweep.results, sweep.results["config"]
     pts = points(sweep)
-    names, variants = list(sweep.axes), list(dict.fromkeys(p.variant for p in pts))
+    names, variants = list(sweep.axes), point_variants(sweep, pts)
     at = {(p.at, p.variant): p for p in pts}
     done = sum(r.get("status") == "done" for r in sweep.runs)
     ex = results.get("executor", {})
     where = ex.get("executor", "?") + (f", {ex['workers']} workers" if ex.get("workers", 1) > 1 else "")
     swept = "; ".join(f"{a} {', '.join(map(str, vals))}" for a, vals in sweep.axes.items())
-    setup = (f"{cfg.get('train_size', '?'):,} training and {cfg.get('test_size', '?'):,} test images; "
+    held = f", {cfg['val_size']:,} validation" if cfg.get("val_size") else ""
+    setup = (f"{cfg.get('train_size', '?'):,} training{held} and {cfg.get('test_size', '?'):,} test images; "
              f"{budget_text(sweep)}; {cfg.get('optimizer')} ({cfg.get('schedule')} schedule, "
              f"{cfg['momentum_used'] + ', ' if cfg.get('momentum_used') else ''}{cfg['trust_used'] + ', ' if cfg.get('trust_used') else ''}weight decay {cfg.get('weight_decay')}){'; ' + cfg['lr_rule'] if cfg.get('lr_rule') else ''}; "
-             f"seeds {cfg.get('seed', 1)}-{cfg.get('seed', 1) + cfg.get('seeds', 1) - 1}; "
+             f"{seeds_text(cfg.get('seed', 1), cfg.get('seeds', 1))}; "
              f"{done} of {plural(len(sweep.runs), 'run')} finished; executor {where}; driver "
              f"{results.get('device_name', '?')}, torch {results.get('torch', '?')}. Swept: {swept}.")
 
@@ -357,11 +382,19 @@ def sweep_page(sweep: Sweep) -> Page:
     x_axis = names[0].replace("_", " ")
     verdict_note = ("One verdict per comparison, decided by Welch's t-test with Holm's correction; the bootstrap "
                     "interval resamples the seeds and only sizes the gap (with 2-3 seeds it is rough and too narrow).")
+    if sweep.search_round:
+        what = (f"validation accuracy at each run's best-validation epoch (what the search chooses by)")
+        hidden = f" The runs' test accuracies are in {RESULTS_NAME}; they choose nothing and are not shown here."
+        intro = [Paragraph(f"Round {sweep.search_round} of the learning-rate search of `--lr auto`, a run folder of its "
+                           f"own; the experiment's report (one folder up) gives the choice and the table of both rounds. "
+                           f"Every number here is measured on the validation split.")]
+    else:
+        what, intro, hidden = headline_words(sweep.key, cfg.get('val_size', cfg.get('val'))), [], ""
     sections = [
-        Section("Setup", [Paragraph(setup), Image(SWEEP_PNG, f"test error against {x_axis}")]),
-        Section("Test error (%)", [table, Paragraph(
+        Section("Setup", [*intro, Paragraph(setup), Image(SWEEP_PNG, f"{sweep.metric} against {x_axis}")]),
+        Section(f"{sweep.metric.capitalize()} (%)", [table, Paragraph(
             f"Mean ± sample standard deviation over the seeds that finished (\"2 of 3\": a seed has not finished or "
-            f"diverged) of the {headline_words(sweep.key, cfg.get('val_size', cfg.get('val')))}, as an error. "
+            f"diverged) of the {what}, as an error.{hidden} "
             f"`{SWEEP_CSV}` has the same numbers with the 95% t-interval of each mean, the min and max, and the "
             f"seconds per run (for seeds trained as one stacked network, {STACKED_SHARE})." + (" † marks a point where a run had not converged (next section)."
                                    if any(p.unconverged for p in pts) else ""))]),
@@ -373,9 +406,10 @@ def sweep_page(sweep: Sweep) -> Page:
                                    [[f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)]
                                     for t in along], numeric={1}), Paragraph(verdict_note)]
                             if along else [Paragraph("Needs two values of the axis with finished runs.")]))
-    sections.append(Section("Which norm is better at each point?", [
-        Table([*names, "pair (higher error first)", "difference (points)", "size (bootstrap 95%)", "verdict"],
-              pair_rows(pts), numeric={len(names) + 1}), Paragraph(verdict_note + " A lower error is better.")]))
+    if not sweep.search_round:         # a search ranks each variant's lrs, not the norms against each other
+        sections.append(Section("Which norm is better at each point?", [
+            Table([*names, "pair (higher error first)", "difference (points)", "size (bootstrap 95%)", "verdict"],
+                  pair_rows(pts), numeric={len(names) + 1}), Paragraph(verdict_note + " A lower error is better.")]))
     sections += [lr_search_section(results["lr_search"])] if results.get("lr_search") else []
     title = f"normlab sweep: {title_of(results)}, {', '.join(variants)} over {', '.join(names)}"
     return Page(title, sections, intro=[Toc()])
