@@ -259,3 +259,18 @@ def test_weight_standardization_is_worked_and_checked(c, seed):
     np.testing.assert_allclose(ws["mean"], mean.ravel(), atol=TOL, rtol=0)
     np.testing.assert_allclose(ws["standardized"], (kernel - mean) / np.sqrt(var + EPS), atol=1e-12, rtol=0)
     assert ws["max_abs_diff_vs_torch"] < 1e-12 and ws["axes"] == ["in", "kh", "kw"]
+
+
+def test_the_guide_shows_what_explain_prints(capsys, tmp_path):
+    """docs/explain.md's example, line for line (its `...` lines mark what it leaves out): it had
+    gone stale when BatchRenorm and FilterResponseNorm joined the explanation."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[1] / "docs" / "explain.md").read_text()
+    command = "$ normlab explain --figure docs/explain-norms.png\n"
+    block = doc.split(command, 1)[1].split("```", 1)[0]
+    assert run_cli("explain", "--figure", tmp_path / "explain.png") == 0
+    printed = capsys.readouterr().out.replace(str(tmp_path / "explain.png"), "docs/explain-norms.png").splitlines()
+    shown = block.splitlines()
+    assert len(shown) > 60 and shown[0] == printed[0]
+    missing = [line for line in shown if line.strip() != "..." and line not in printed]
+    assert not missing, missing

@@ -141,6 +141,10 @@ def test_a_kill_in_the_search_or_the_real_runs_resumes_to_the_same_choices(refer
     assert proc.returncode == 2 and proc.stderr.strip().endswith(
         f"error: {out} already holds a run (its --lr auto search began); pass --resume to continue it, "
         f"--overwrite to replace it, or choose another --out"), proc.stderr
+    proc = normlab(home, "report", out)          # nothing to report yet: said so, not "no normlab run"
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        f"error: {out} holds a run stopped in its --lr auto search, before its real runs began: nothing to report "
+        f"yet (the search so far is in {out / 'lr-search'}); run the same command again with --resume to finish it"), proc.stderr
     # Round 1's 7 runs left, then round 2's second run (2 epochs each), in its 2nd epoch.
     proc = normlab(home, *base, "--resume", kill=(f"step:{7 * STEPS + 3 * STEPS + 2}", "KILL"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr

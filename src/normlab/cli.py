@@ -79,7 +79,7 @@ def add_training_options(p: argparse.ArgumentParser, sweep: bool = False, **defa
     e.add_argument("--gpus-per-cell", type=float, default=None, help="ray: GPUs each run asks for (default 1 when the cluster has GPUs, else 0; 0.5 puts two runs on a GPU)")
     e.add_argument("--max-retries", type=whole_number, default=None, help="ray: times a run whose worker died is started again (default 2)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>)")
+    o.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<time>; a sweep's runs/sweep-<dataset>-<time>)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out: finished runs are skipped, unfinished ones go on from their last epoch")
     o.add_argument("--overwrite", action="store_true", help="replace a run already in --out (removes only files normlab wrote there)")
     o.add_argument("--tensorboard", action="store_true", help="also write every epoch (and the figures) as TensorBoard "

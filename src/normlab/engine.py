@@ -37,7 +37,7 @@ from .errors import UserError
 from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .norms import shipped
-from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, SEARCH_ROUND, checkpoint_path, chosen_epoch, is_finished, limit,
+from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, SEARCH_FOLDERS, SEARCH_ROUND, checkpoint_path, chosen_epoch, is_finished, limit,
                    misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
 from .tensorboard import EventLog, summary_writer
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
@@ -481,9 +481,8 @@ LR_GRID = (1 / 8, 1 / 4, 1 / 2, 1, 2)   # x the default peak lr: 0.0125-0.2 for 
 # two 3 of 400 validation images apart (0.05 50.5%, 0.1 49.75%), an order 3 epochs reversed (0.1
 # 78.5%, 0.05 76.0%; docs/recipe.md, "--lr auto, measured"). Cost per variant: 5 x 10% + 2 x 30%
 # of the epochs, 1.1 real runs (0.5 for round 1 alone).
-SEARCH_ROUNDS = (("lr-search", 0.1, len(LR_GRID)), ("lr-search-2", 0.3, 2))
+SEARCH_ROUNDS = tuple(zip(SEARCH_FOLDERS, (0.1, 0.3), (len(LR_GRID), 2)))
 LR_SEARCH = SEARCH_ROUNDS[0][0]
-SEARCH_FOLDERS = {folder for folder, _, _ in SEARCH_ROUNDS}
 CHOSEN_BY = ("validation accuracy at each search run's best-validation epoch in the last round (ties: lower "
              "validation loss, then the smaller lr)")
 

@@ -31,6 +31,7 @@ RESULTS = "results.json"
 METRICS = "metrics.csv"
 MISCLASSIFIED = "misclassified.json"
 CHECKPOINTS = "checkpoints"
+SEARCH_FOLDERS = ("lr-search", "lr-search-2")   # --lr auto's rounds, each a run folder inside the run's
 SEARCH_ROUND = "search_round"      # results.json of a --lr auto search round: which round (1, 2)
 # A run's status: pending (not started), running (some epochs), done, or "diverged at epoch N".
 PENDING, RUNNING, DONE, DIVERGED = "pending", "running", "done", "diverged"
@@ -332,5 +333,10 @@ def load_run(folder) -> Run:
     """Any normlab run folder (compare, train or sweep), its files checked at the door."""
     folder = Path(folder)
     if not (folder / RESULTS).exists():
+        searched = [f for f in SEARCH_FOLDERS if (folder / f / RESULTS).exists()]
+        if searched:      # killed in its --lr auto search, before the real runs' results.json
+            raise UserError(f"{folder} holds a run stopped in its --lr auto search, before its real runs began: "
+                            f"nothing to report yet (the search so far is in {folder / searched[-1]})",
+                            "run the same command again with --resume to finish it")
         raise UserError(f"{folder} holds no normlab run (no {RESULTS})", "pass the --out folder of a normlab compare, train or sweep")
     return Run(folder, read_results(folder))
