@@ -3,9 +3,11 @@
 import gzip
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import cifar_batch_bytes, idx_bytes, make_cifar_dataset, make_idx_dataset, write_idx
 from normlab.data import describe, load_dataset
@@ -184,3 +186,112 @@ def test_fashion_files_are_not_taken_for_mnist(tmp_path):
     assert len(load_dataset("fashion-mnist", "test", data_dir=root)) == 10000
     with pytest.raises(UserError, match=r"holds Fashion-MNIST, not MNIST"):
         load_dataset("mnist", "test", data_dir=root)
+
+
+def test_a_cached_batch_that_is_gone_or_bad_is_handled_from_its_archive(tmp_path):
+    """A batch deleted from the extraction cache (as its error told the user to) is extracted again,
+    not a FileNotFoundError; a bad batch in the archive is blamed on the archive."""
+    import os
+    make_cifar_dataset(tmp_path / "gen")
+    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    first = load_dataset("cifar10", "train", data_dir=archive.parent)
+    cached = Path(os.environ["XDG_CACHE_HOME"]) / "normlab" / "cifar10" / "cifar-10-batches-py" / "data_batch_3"
+    cached.unlink()
+    again = load_dataset("cifar10", "train", data_dir=archive.parent)
+    assert cached.is_file() and torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    # A batch the archive holds damaged: the archive is named, and the fix is a good archive.
+    (tmp_path / "gen" / "cifar-10-batches-py" / "data_batch_2").write_bytes(
+        cifar_batch_bytes(np.zeros((4, 3, 32, 32), np.uint8), [0, 1, 2, 12]))
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar10", "train", data_dir=archive.parent)
+    assert str(err.value).endswith(f"(extracted from {archive.resolve()}); get the archive again from the official "
+                                   "source, or point --data-dir at a good copy"), err.value
+    assert "data_batch_2 is not a valid data file" in str(err.value)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    make_cifar_dataset(tmp_path / "gen")
+    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    (tmp_path / "file").write_text("a file where the cache folder goes")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar10", "test", data_dir=archive.parent)
+    assert str(err.value).startswith(f"cannot write normlab's cache folder {tmp_path / 'file' / 'normlab' / 'cifar10'}")
+    assert str(err.value).endswith("make it writable, or set XDG_CACHE_HOME to a folder you can write")
+
+
+def test_a_data_dir_with_none_of_the_dataset_is_refused_not_passed_over(tmp_path, monkeypatch):
+    """An empty --data-dir (or the wrong folder) trained on a copy found elsewhere, silently: here the
+    user cache holds MNIST, and --data-dir names an empty folder."""
+    import os
+    make_idx_dataset(Path(os.environ["XDG_CACHE_HOME"]) / "normlab" / "mnist")
+    assert len(load_dataset("mnist", "test")) == 256                     # found in the cache
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError) as err:
+        load_dataset("mnist", "test", data_dir=tmp_path / "empty")
+    assert str(err.value).startswith(f"MNIST not found in --data-dir {tmp_path / 'empty'}: it holds none of its files "
+                                     "(train-images-idx3-ubyte.gz, ")
+    assert describe("mnist", tmp_path / "empty")["found"]           # `normlab datasets` still lists the copy it has
+
+
+def test_the_kaggle_spelling_of_the_idx_files_is_read(tmp_path):
+    make_idx_dataset(tmp_path / "plain", compress=False)
+    (tmp_path / "kaggle").mkdir()
+    for path in (tmp_path / "plain").iterdir():
+        (tmp_path / "kaggle" / path.name.replace("-idx", ".idx", 1)).write_bytes(path.read_bytes())
+    kaggle, plain = (load_dataset("mnist", "train", data_dir=tmp_path / d) for d in ("kaggle", "plain"))
+    assert torch.equal(kaggle.images, plain.images) and torch.equal(kaggle.labels, plain.labels)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_pickled_with_any_protocol_are_read(tmp_path, protocol):
+    """Protocol 5 rebuilds arrays with numpy's _frombuffer, and protocol 2 writes b"" as bytes():
+    both were refused as if they ran code."""
+    images = np.random.default_rng(protocol).integers(0, 256, (3, 3072), dtype=np.uint8)
+    batch = {b"batch_label": b"", b"labels": [0, 9, 4], b"data": images, b"filenames": [b"", b"a", b"b"]}
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    got, labels = read_cifar_batch(path)
+    assert np.array_equal(got.reshape(3, -1), images) and labels.tolist() == [0, 9, 4]
+
+
+def test_an_out_of_range_label_is_the_one_named(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(cifar_batch_bytes(np.zeros((3, 3, 32, 32), np.uint8), [9, -1, 3]))
+    with pytest.raises(UserError, match=r"label -1 is out of range 0\.\.9"):
+        read_cifar_batch(path)
+
+
+def test_listing_the_datasets_extracts_nothing_and_survives_a_bad_archive(tmp_path, monkeypatch, capsys):
+    """`normlab datasets` extracted every CIFAR batch into the cache to list it, and an archive that
+    would write outside its folder ended the whole listing."""
+    import io
+    import os
+    from conftest import run_cli
+    make_cifar_dataset(tmp_path / "gen")
+    (tmp_path / "good").mkdir()
+    with tarfile.open(tmp_path / "good" / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    entry = describe("cifar10", tmp_path / "good")
+    assert entry["found"] and entry["files"]["test"] == [str(tmp_path / "good" / "cifar-10-python.tar.gz")]
+    assert not (Path(os.environ["XDG_CACHE_HOME"]) / "normlab" / "cifar10").exists()
+    (tmp_path / "bad").mkdir()
+    with tarfile.open(tmp_path / "bad" / "cifar-10-python.tar.gz", "w:gz") as tar:
+        member = tarfile.TarInfo("../escape")
+        member.size = 1
+        tar.addfile(member, io.BytesIO(b"x"))
+    with pytest.raises(UserError, match="outside its folder"):        # training still refuses it
+        load_dataset("cifar10", "test", data_dir=tmp_path / "bad")
+    make_idx_dataset(tmp_path / "bad" / "mnist")
+    assert run_cli("datasets", "--data-dir", tmp_path / "bad") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"cifar10        found in {tmp_path / 'bad'}", lines     # listed; read (and refused) on use
+    assert any(line.startswith(f"mnist          found in {tmp_path / 'bad'}") for line in lines), lines

@@ -119,7 +119,7 @@ def cut_reply_server(reply: bytes, reset: bool = False) -> str:
 
 @pytest.mark.parametrize("reply, reset, words", [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100, False, "cut off after 100 of 1000 bytes"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 50, False, r"cut off after 0 bytes \(IncompleteRead\)"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 50, False, r"cut off after 50 bytes \(IncompleteRead\)"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 100_000, True, "Connection reset by peer"),
 ], ids=["short-content-length", "cut-mid-chunk", "connection-reset"])
 def test_a_reply_cut_off_is_one_line_and_leaves_no_partial_file(monkeypatch, tmp_path, capsys, reply, reset, words):
@@ -155,3 +155,80 @@ def test_an_archive_that_is_not_a_tar_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.endswith("cifar-10-python.tar.gz is not a tar archive (plain, gzip, bz2 or xz); delete it and download it again")
     assert "\n" not in err, err
+
+
+def serve(folder, handler_class=None):
+    handler = functools.partial(handler_class or http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.func.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+def test_a_mirror_with_a_wrong_file_is_passed_over_for_the_next(server, monkeypatch, tmp_path):
+    """$NORMLAB_MIRROR serving another file stopped the download: the official mirror was never tried."""
+    root, good = server
+    (tmp_path / "wrong").mkdir()
+    for path in root.iterdir():
+        (tmp_path / "wrong" / path.name).write_bytes(b"<html>not the file</html>")
+    httpd, wrong = serve(tmp_path / "wrong")
+    try:
+        served_catalog(monkeypatch, root)
+        info = catalog.DATASETS["mnist"]
+        monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(info, mirrors=(good,)))
+        monkeypatch.setenv("NORMLAB_MIRROR", wrong)
+        monkeypatch.delenv("NORMLAB_OFFLINE")
+        assert len(load_dataset("mnist", "train")) == 50
+    finally:
+        httpd.shutdown()
+
+
+def test_a_trickling_mirror_is_given_up(monkeypatch, tmp_path):
+    """Each read had a timeout, the download none: a byte every few seconds held a run forever."""
+    import time
+    from normlab.data import sources
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(sources, "RATE_GRACE_S", 0.5)
+        info = catalog.DATASETS["mnist"]
+        monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(info, mirrors=()))
+        monkeypatch.setenv("NORMLAB_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        monkeypatch.delenv("NORMLAB_OFFLINE")
+        started = time.monotonic()
+        with pytest.raises(UserError, match=r"offline or the mirrors failed .*too slow: \d+ bytes in 1 s, under 10 kB/s"):
+            load_dataset("mnist", "train")
+        assert time.monotonic() - started < 5
+        assert not [p for p in (cache_dir() / "mnist").iterdir() if p.name.endswith(".part")]
+    finally:
+        httpd.shutdown()
+
+
+def test_a_file_mirror_whose_file_is_a_pipe_is_refused(monkeypatch, tmp_path):
+    import os
+    (tmp_path / "mirror").mkdir()
+    for f in catalog.DATASETS["mnist"].remote:
+        os.mkfifo(tmp_path / "mirror" / f.name)
+    info = catalog.DATASETS["mnist"]
+    monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(info, mirrors=()))
+    monkeypatch.setenv("NORMLAB_MIRROR", (tmp_path / "mirror").as_uri())
+    monkeypatch.delenv("NORMLAB_OFFLINE")
+    with pytest.raises(UserError, match="offline or the mirrors failed .*train-images-idx3-ubyte.gz is not a regular file"):
+        load_dataset("mnist", "train")

@@ -281,3 +281,25 @@ def test_an_unreadable_folder_is_one_line(tmp_path, locked):
     err = done.stderr.strip()
     assert "\n" not in err and "Traceback" not in err, err
     assert f"cannot open {target.as_posix().rstrip('/')}" in err and "(permission denied); make it readable" in err, err
+
+
+def test_channel_stats_are_exact_in_chunks_of_pixels():
+    """Chunks of pixels, not of images: a chunk of 4,096 images of 1000 x 1000 was a 32 GB float copy."""
+    from normlab.data.own import channel_stats
+    images = np.random.default_rng(3).integers(0, 256, (7, 5, 3, 3), dtype=np.uint8)
+    flat = images.reshape(-1, 3).astype(np.float64)
+    want = (tuple(round(float(m) / 255, 4) for m in flat.mean(0)),
+            tuple(round(float(s) / 255, 4) for s in np.maximum(flat.std(0), 1.0)))
+    assert channel_stats(images) == channel_stats(images, chunk=4) == want      # 105 pixels in 27 chunks
+
+
+def test_an_npz_with_an_empty_test_split_says_what_to_do_with_the_npz(tmp_path):
+    """Its advice was to point --data-dir at another copy, which plays no part for your own data."""
+    from normlab.errors import UserError
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=np.zeros((50, 28, 28), np.uint8), labels=np.arange(50) % 2,
+             test_images=np.zeros((0, 28, 28), np.uint8), test_labels=np.zeros(0, np.int64))
+    with pytest.raises(UserError) as err:
+        load_dataset(str(path), "test")
+    assert str(err.value) == (f"the test set of mine in {path} holds no images; store images in test_images, or leave "
+                              "test_images and test_labels out and normlab holds out a test split")

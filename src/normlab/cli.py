@@ -234,7 +234,9 @@ def cmd_datasets(args) -> int:
         print(json.dumps(entries, indent=1))
         return 0
     for e in entries:
-        if e["found"]:
+        if "error" in e:
+            print(f"{e['dataset']:<14} error: {e['error']}")
+        elif e["found"]:
             print(f"{e['dataset']:<14} found in {e['root']}")
         else:
             print(f"{e['dataset']:<14} missing (looked in {'; '.join(e['looked'])})\n{'':<14} {e['how_to_get']}; "

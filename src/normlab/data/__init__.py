@@ -13,7 +13,7 @@ from ..errors import UserError
 from .catalog import DATASETS, DatasetInfo, dataset_info
 from .formats import read_cifar_batch, read_idx_pair
 from .own import own_split
-from .sources import Location, locate, missing_error
+from .sources import Location, extracted_from, locate, missing_error
 
 __all__ = ["Dataset", "DATASETS", "DatasetInfo", "dataset_info", "fingerprint", "load_dataset", "load_splits", "locate"]
 
@@ -38,6 +38,12 @@ class Dataset:
         return len(self.labels)
 
 
+# What to do about an own dataset's empty test split (--data-dir plays no part there).
+EMPTY_TEST = {"folder": "put images in its test/ class folders, or remove test/ and normlab holds out a test split",
+              "npz": "store images in test_images, or leave test_images and test_labels out and normlab holds out a "
+                     "test split"}
+
+
 def load_dataset(name: str, split: str = "train", data_dir=None, download: bool | None = None) -> Dataset:
     if split not in ("train", "test"):
         raise UserError(f"unknown split {split!r}", "use 'train' or 'test'")
@@ -51,8 +57,9 @@ def load_dataset(name: str, split: str = "train", data_dir=None, download: bool 
     if not len(labels):
         # Caught here, at the door: an empty set would otherwise surface as a division by zero
         # in evaluation or as advice about the batch size.
-        raise UserError(f"the {split} set of {info.title} in {source} holds no images",
-                        "point --data-dir at a copy that holds both splits, or give your own dataset more images")
+        fix = ("point --data-dir at a copy that holds both splits" if info.format not in EMPTY_TEST
+               else EMPTY_TEST[info.format] if split == "test" else "give it training images")
+        raise UserError(f"the {split} set of {info.title} in {source} holds no images", fix)
     return Dataset(info, split, images, labels, source)
 
 
@@ -75,12 +82,25 @@ def _decode(name: str, files: tuple[Path, ...], mtimes: tuple[int, ...]) -> tupl
     if info.format == "idx":
         images, labels = read_idx_pair(files[0], files[1], info.shape, len(info.classes))
     else:
-        parts = [read_cifar_batch(path, len(info.classes)) for path in files]
+        parts = [cifar_batch(path, len(info.classes)) for path in files]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
     import torch  # here, not at the top: `normlab --help` and input errors should not wait for PyTorch
     # np.array copies: the IDX reader's arrays are read-only views of the file's bytes.
     return torch.from_numpy(np.array(images, order="C")), torch.from_numpy(np.array(labels))
+
+
+def cifar_batch(path: Path, classes: int):
+    """A CIFAR batch; one that normlab extracted from an archive is blamed on that archive (deleting the
+    cached copy, as the batch's own message says, would only extract the same bad batch again)."""
+    try:
+        return read_cifar_batch(path, classes)
+    except UserError as exc:
+        archive = extracted_from(path)
+        if archive is None:
+            raise
+        raise UserError(f"{exc.what} (extracted from {archive})",
+                        "get the archive again from the official source, or point --data-dir at a good copy") from None
 
 
 def fingerprint(*datasets: Dataset) -> str:
@@ -98,7 +118,10 @@ def fingerprint(*datasets: Dataset) -> str:
 def describe(name: str, data_dir=None) -> dict:
     """Where a dataset is found, or where normlab looked (never downloads)."""
     info = dataset_info(name)
-    location: Location = locate(info, data_dir, download=False, strict=False)
+    try:
+        location: Location = locate(info, data_dir, download=False, strict=False)
+    except (UserError, OSError) as exc:         # one bad place ends this dataset's line, not the listing
+        return {"dataset": info.name, "title": info.title, "found": False, "error": str(exc)}
     entry = {"dataset": info.name, "title": info.title, "found": location.found}
     if location.found:
         entry["root"] = str(location.root)

@@ -99,8 +99,9 @@ def read_idx_pair(images_path: Path, labels_path: Path, shape: tuple[int, int, i
 
 
 def check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise corrupt(path, f"label {int(labels.max())} is out of range 0..{num_classes - 1}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise corrupt(path, f"label {int(bad[0])} is out of range 0..{num_classes - 1}")
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -120,12 +121,18 @@ class PlainDataUnpickler(pickle.Unpickler):
         # Python 3 pickles bytes for protocol 2 readers as _codecs.encode(str, "latin1"):
         # a pure conversion between str and bytes.
         ("_codecs", "encode"),
+        # A protocol 2 pickle writes an empty bytes value as bytes(): as pure as the above.
+        ("__builtin__", "bytes"), ("builtins", "bytes"),
+        # Protocol 5 pickles (numpy >= 1.16) rebuild arrays with frombuffer(buf, dtype).reshape(...):
+        # plain data too; an object dtype cannot be made from a buffer.
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise RefusedGlobal(f"refused to load {module}.{name}: a CIFAR batch holds plain data only")
+        raise RefusedGlobal(f"refused to load {module}.{name}: a CIFAR batch holds plain data only (dicts, lists, "
+                            f"bytes, ints, uint8 arrays), and normlab calls nothing else a pickle names")
 
 
 def unpickle_plain(path: Path):

@@ -104,16 +104,18 @@ def describe_arrays(source: Path, arrays: Arrays) -> DatasetInfo:
     )
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of N x H x W x C uint8 images scaled to [0, 1], in chunks: a
-    float copy of all of CIFAR-10 would take 1.2 GB."""
-    total = np.zeros(images.shape[-1])
-    squares = np.zeros(images.shape[-1])
-    for start in range(0, len(images), chunk):
-        part = images[start:start + chunk].reshape(-1, images.shape[-1]).astype(np.float64)
+def channel_stats(images: np.ndarray, chunk: int = 1 << 22) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of N x H x W x C uint8 images scaled to [0, 1], ``chunk`` pixels at
+    a time in exact integer sums. In pixels, not images: 4,096 images of 1000 x 1000 made a 32 GB
+    float copy, and a 1.9 MB .npz of zeros took the machine's 23 GB."""
+    pixels = images.reshape(-1, images.shape[-1])
+    total = np.zeros(images.shape[-1], dtype=np.int64)
+    squares = np.zeros(images.shape[-1], dtype=np.int64)
+    for start in range(0, len(pixels), chunk):
+        part = pixels[start:start + chunk].astype(np.int64)
         total += part.sum(0)
-        squares += np.square(part).sum(0)
-    count = images[..., 0].size
+        squares += (part * part).sum(0)
+    count = len(pixels)
     mean = total / count
     # Floor at one grey level: a channel that never changes would otherwise divide by zero.
     std = np.maximum(np.sqrt(np.maximum(squares / count - mean ** 2, 0.0)), 1.0)
