@@ -67,12 +67,19 @@ def test_cifar_batches(cifar_dir):
     assert test.labels[:5].tolist() == raw[b"labels"][:5]
 
 
-def test_cifar_from_archive(tmp_path):
-    make_cifar_dataset(tmp_path / "gen")
-    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
-    archive.parent.mkdir()
+def cifar_archive(folder: Path, generated: Path, generate: bool = True) -> Path:
+    """folder/cifar-10-python.tar.gz of the batches in ``generated`` (made first if ``generate``)."""
+    if generate:
+        make_cifar_dataset(generated)
+    folder.mkdir(exist_ok=True)
+    archive = folder / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        tar.add(generated / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive
+
+
+def test_cifar_from_archive(tmp_path):
+    archive = cifar_archive(tmp_path / "dl", tmp_path / "gen")
     ds = load_dataset("cifar10", "test", data_dir=archive.parent)
     assert len(ds) == 128
 
@@ -192,11 +199,7 @@ def test_a_cached_batch_that_is_gone_or_bad_is_handled_from_its_archive(tmp_path
     """A batch deleted from the extraction cache (as its error told the user to) is extracted again,
     not a FileNotFoundError; a bad batch in the archive is blamed on the archive."""
     import os
-    make_cifar_dataset(tmp_path / "gen")
-    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
-    archive.parent.mkdir()
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    archive = cifar_archive(tmp_path / "dl", tmp_path / "gen")
     first = load_dataset("cifar10", "train", data_dir=archive.parent)
     cached = Path(os.environ["XDG_CACHE_HOME"]) / "normlab" / "cifar10" / "cifar-10-batches-py" / "data_batch_3"
     cached.unlink()
@@ -205,8 +208,7 @@ def test_a_cached_batch_that_is_gone_or_bad_is_handled_from_its_archive(tmp_path
     # A batch the archive holds damaged: the archive is named, and the fix is a good archive.
     (tmp_path / "gen" / "cifar-10-batches-py" / "data_batch_2").write_bytes(
         cifar_batch_bytes(np.zeros((4, 3, 32, 32), np.uint8), [0, 1, 2, 12]))
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    cifar_archive(tmp_path / "dl", tmp_path / "gen", generate=False)
     with pytest.raises(UserError) as err:
         load_dataset("cifar10", "train", data_dir=archive.parent)
     assert str(err.value).endswith(f"(extracted from {archive.resolve()}); get the archive again from the official "
@@ -215,11 +217,7 @@ def test_a_cached_batch_that_is_gone_or_bad_is_handled_from_its_archive(tmp_path
 
 
 def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
-    make_cifar_dataset(tmp_path / "gen")
-    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
-    archive.parent.mkdir()
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    archive = cifar_archive(tmp_path / "dl", tmp_path / "gen")
     (tmp_path / "file").write_text("a file where the cache folder goes")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     with pytest.raises(UserError) as err:
@@ -276,10 +274,7 @@ def test_listing_the_datasets_extracts_nothing_and_survives_a_bad_archive(tmp_pa
     import io
     import os
     from conftest import run_cli
-    make_cifar_dataset(tmp_path / "gen")
-    (tmp_path / "good").mkdir()
-    with tarfile.open(tmp_path / "good" / "cifar-10-python.tar.gz", "w:gz") as tar:
-        tar.add(tmp_path / "gen" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    cifar_archive(tmp_path / "good", tmp_path / "gen")
     entry = describe("cifar10", tmp_path / "good")
     assert entry["found"] and entry["files"]["test"] == [str(tmp_path / "good" / "cifar-10-python.tar.gz")]
     assert not (Path(os.environ["XDG_CACHE_HOME"]) / "normlab" / "cifar10").exists()
