@@ -303,3 +303,19 @@ def test_an_npz_with_an_empty_test_split_says_what_to_do_with_the_npz(tmp_path):
         load_dataset(str(path), "test")
     assert str(err.value) == (f"the test set of mine in {path} holds no images; store images in test_images, or leave "
                               "test_images and test_labels out and normlab holds out a test split")
+
+
+def test_npz_labels_with_gaps_are_refused_without_class_names(tmp_path):
+    """Labels 0-3 and 250-255 (wrapped uint8) trained as 256 classes, 246 of them empty."""
+    from normlab.errors import UserError
+    path = tmp_path / "gaps.npz"
+    labels = np.array([0, 1, 2, 3, 250, 251, 252, 253, 254, 255] * 30, dtype=np.uint8)
+    np.savez(path, images=np.zeros((300, 28, 28), np.uint8), labels=labels)
+    with pytest.raises(UserError) as err:
+        load_dataset(str(path), "train")
+    assert "labels use 10 of the classes 0..255: class 4 has no image, and 245 more; number the classes 0, 1, 2, " \
+           "... without gaps (or save their names as 'classes')" in str(err.value)
+    named = tmp_path / "named.npz"                       # named classes may have no images: that is explicit
+    np.savez(named, images=np.zeros((300, 28, 28), np.uint8), labels=labels,
+             classes=np.array([f"c{i}" for i in range(256)]))
+    assert len(dataset_info(str(named)).classes) == 256

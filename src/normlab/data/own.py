@@ -178,6 +178,13 @@ def read_npz(path: Path) -> Arrays:
             raise bad(path, f"labels holds {int(labels.max())}, more classes than its {len(labels)} images",
                       "number the classes 0, 1, 2, ... (or save their names as 'classes')")
         classes = tuple(str(c) for c in range(int(labels.max()) + 1))
+        empty = np.flatnonzero(np.bincount(labels, minlength=len(classes)) == 0)
+        if len(empty):
+            # Labels 0-3 and 250-255 (a uint8 wrap-around) made 256 classes, 246 of them empty.
+            more = f", and {len(empty) - 1} more" if len(empty) > 1 else ""
+            raise bad(path, f"labels use {len(classes) - len(empty)} of the classes 0..{len(classes) - 1}: class "
+                            f"{int(empty[0])} has no image{more}",
+                      "number the classes 0, 1, 2, ... without gaps (or save their names as 'classes')")
     if len(classes) < 2:
         raise bad(path, f"holds {len(classes)} class; a dataset needs at least two", "save images of two or more classes")
     if "test_images" not in arrays:
