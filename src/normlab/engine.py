@@ -37,8 +37,9 @@ from .errors import UserError
 from .executors import Cell, CellResult, LocalExecutor, RayExecutor, Splits
 from .models import build_model
 from .norms import shipped
-from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, SEARCH_FOLDERS, SEARCH_ROUND, checkpoint_path, chosen_epoch, is_finished, limit,
-                   misclassified_key, most_confident_mistakes, read_misclassified, read_results, save_results)
+from .runs import (CHECKPOINTS, MISCLASSIFIED, PENDING, RESULTS, SCHEMA, SEARCH_FOLDERS, SEARCH_ROUND, checkpoint_path,
+                   chosen_epoch, is_finished, limit, misclassified_key, most_confident_mistakes, read_misclassified,
+                   read_results, save_results)
 from .tensorboard import EventLog, summary_writer
 from .storage import (LOCK_NAME, MANIFEST, TEMP_SUFFIX, WORKERS_LOCK_NAME, is_leftover, lock_folder, own_folder,
                       read_manifest, remove_leftovers, remove_written, unlock_folder, write_json)
