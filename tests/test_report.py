@@ -509,3 +509,32 @@ def plot_figure_stub():
     fig = new_figure(2, 1)
     fig.subplots().plot([0, 1], [0, 1])
     return fig
+
+
+def test_one_variant_short_of_seeds_is_named_not_every_variant():
+    """'With one seed per variant' was said when bn had 3 seeds and only ln 1 (2 diverged)."""
+    ln = VariantRuns("ln", [record("ln", 1, [89.0]), record("ln", 2, [50.0], "diverged at epoch 1"),
+                            record("ln", 3, [50.0], "diverged at epoch 1")])
+    text = " ".join(findings([group("bn", [90.0, 91.0, 92.0]), ln]))
+    assert "`ln` has 1 finished seed (2 did not finish or diverged), too few to measure its run-to-run noise, " \
+           "so this margin is not tested and no winner is claimed." in text
+    assert "one seed per variant" not in text
+
+
+def test_the_margin_quotes_the_spread_of_the_metric_it_tested():
+    """Records without the at-best-validation accuracy make every variant compared on the final one;
+    the margin sentence quoted the other metric's spread beside that p-value."""
+    from normlab.report.aggregate import AT_BEST_VAL
+
+    def runs(variant, final, best=None):
+        out = []
+        for seed, acc in enumerate(final, 1):
+            r = record(variant, seed, [acc])
+            if best is not None:
+                r["final"][AT_BEST_VAL] = best[seed - 1]
+            out.append(r)
+        return VariantRuns(variant, out)
+    groups = [runs("bn", [90.0, 91.0, 92.0], [90.0, 91.0, 92.0]), runs("ln", [80.0, 86.0, 89.0], [85.0, 86.0, 89.0]),
+              runs("gn:4", [50.0, 51.0, 52.0])]                     # no AT_BEST_VAL: final accuracy for all
+    text = " ".join(findings(groups))
+    assert "4.58 over 3 of `ln`" in text and "2.08" not in text

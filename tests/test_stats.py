@@ -99,3 +99,16 @@ def test_untestable_pairs_do_not_count_in_the_correction():
     tests = compare_pairs({"a": [90.0, 90.5], "b": [92.0, 92.4], "c": [91.0]})
     tested = [t for t in tests if t.tested]
     assert len(tested) == 1 and tested[0].family == 1 and tested[0].p_holm == tested[0].p
+
+
+def test_a_p_value_never_prints_as_the_5_percent_line_it_is_not_on():
+    from normlab.stats import fmt_p
+    assert fmt_p(0.049979) == "0.04998" and fmt_p(0.05004) == "0.05004" and fmt_p(0.05) == "0.05"
+    assert fmt_p(0.012345) == "0.0123" and fmt_p(0.4567) == "0.46" and fmt_p(3.2e-5) == "3.2e-05"
+
+
+def test_an_interval_of_tied_seeds_is_not_shown_as_certain():
+    from normlab.report.aggregate import percent_interval
+    assert percent_interval(spread([90.0, 90.0, 90.0])) is None
+    assert percent_interval(spread([89.0, 90.0, 91.0])) == pytest.approx((90 - 4.302652729911275 / math.sqrt(3),
+                                                                          90 + 4.302652729911275 / math.sqrt(3)))

@@ -113,9 +113,18 @@ class PairTest:
                 f"from seed-to-seed noise (which does not show that the two are equal).")
 
 
-def fmt_p(p: float) -> str:
-    # Three significant digits below 0.1, so a p near the 0.05 line never rounds onto it.
-    return "< 0.0001" if p < 1e-4 else f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
+def fmt_p(p: float, alpha: float = 0.05) -> str:
+    """Three significant digits below 0.1, more where those would round onto the 5% line (0.049979
+    printed as "0.05" beside "significant"); tiny ones in e-notation ("p = 3.2e-05")."""
+    if p < 1e-4:
+        return f"{p:.1e}"
+    if p >= 0.1:
+        return f"{p:.2f}"
+    for digits in range(3, 8):
+        text = f"{p:.{digits}g}"
+        if float(text) != alpha or p == alpha:
+            return text
+    return text
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -189,6 +198,11 @@ def compare_pairs(samples: dict[str, list[float]], alpha: float = ALPHA) -> list
             else:
                 test.why_not = "Welch's t-test gives no p-value for these values"
         tests.append(test)
+    return holm_over(tests)
+
+
+def holm_over(tests: list[PairTest]) -> list[PairTest]:
+    """Holm's correction over every tested one of ``tests`` (one family), in place; returns them."""
     tested = [t for t in tests if t.tested]
     for t, adjusted in zip(tested, holm([t.p for t in tested])):
         t.p_holm = adjusted

@@ -23,8 +23,10 @@ MIN_SEEDS_FOR_INTERVAL = 3     # from 2 seeds the t-interval is mean ± 12.7 std
 
 def percent_interval(s: Spread) -> tuple[float, float] | None:
     """The 95% t-interval of a mean percentage (accuracy, error), kept inside [0, 100]; None
-    below MIN_SEEDS_FOR_INTERVAL seeds. The report's tables and sweep.csv both show this one."""
-    if s.low is None or s.n < MIN_SEEDS_FOR_INTERVAL:
+    below MIN_SEEDS_FOR_INTERVAL seeds, and where every seed gave the same value (a zero-width
+    interval would claim a certainty that three tied seeds do not give). The report's tables and
+    sweep.csv both show this one."""
+    if s.low is None or s.n < MIN_SEEDS_FOR_INTERVAL or s.std == 0:
         return None
     return max(0.0, s.low), min(100.0, s.high)
 

@@ -112,9 +112,10 @@ def table_note(groups: list[VariantRuns], key: str, config: dict) -> str:
     if any(len(g.runs) > 1 for g in groups):
         text += (" With several seeds: mean ± sample standard deviation over the seeds that finished (\"2 of 3\": "
                  "one seed has not finished or diverged); wall time over every seed. The 95% t-interval of the mean "
-                 "(where the mean would land again) is kept inside 0-100 and shown from "
+                 "(under normal seed-to-seed noise, an interval made this way holds the true mean 95% of the time; "
+                 "not where a rerun's mean would land) is kept inside 0-100 and shown from "
                  f"{MIN_SEEDS_FOR_INTERVAL} seeds: from 2 it is the mean ± 12.7 standard errors, too wide to mean "
-                 "anything (\"-\").")
+                 "anything (\"-\", as where every seed gave the same value).")
     if any(r.get("stacked", 1) > 1 for g in groups for r in g.runs):
         text += f" Wall time of seeds trained as one stacked network (small batches on a CPU) is {STACKED_SHARE}."
     return text

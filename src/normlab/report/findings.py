@@ -46,8 +46,8 @@ def gap_size(t: PairTest, unit: str = "points") -> str:
         return "-"
     text = f"{t.low:+.2f} to {t.high:+.2f} {unit}"
     if not t.significant and (t.low > 0 or t.high < 0):
-        text += (f" (excludes 0 only because {min(t.n_a, t.n_b)} seeds give the bootstrap few distinct resamples, "
-                 f"so it is too narrow; the t-test decides)")
+        text += (f" (excludes 0 although the test does not find the gap: a percentile bootstrap over {min(t.n_a, t.n_b)} "
+                 f"seeds leaves out a small sample's extra uncertainty, so it is too narrow; the t-test decides)")
     return text
 
 
@@ -55,19 +55,26 @@ def find_pair(tests: list[PairTest], x: str, y: str) -> PairTest | None:
     return next((t for t in tests if {t.a, t.b} == {x, y}), None)
 
 
-def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[PairTest] | None = None) -> str:
+def margin_statement(leader: VariantRuns, runner_up: VariantRuns, tests: list[PairTest] | None = None,
+                     key: str | None = None) -> str:
     """Is the leader's margin over the runner-up larger than the run-to-run noise?
 
     ``tests``: the pairwise tests of the whole run (so the p-value carries Holm's correction
-    for every pair compared); without them only this pair is tested.
+    for every pair compared); without them only this pair is tested. ``key``: the metric those
+    tests compared (the findings' own), so the spread quoted is of the same numbers.
     """
-    key = headline_key(leader.runs + runner_up.runs)
+    key = key or headline_key(leader.runs + runner_up.runs)
     a, b = leader.final(key), runner_up.final(key)
     if len(a) < 2 or len(b) < 2:
-        seeds = "one seed" if min(len(a), len(b)) == 1 else "too few seeds"
-        return (f"With {seeds} per variant the run-to-run noise is unknown, so this ranking alone does not show "
-                f"a winner: another seed could reorder the variants. Rerun with `--seeds 3` (or more) to measure "
-                f"the noise.")
+        if max(len(a), len(b)) < 2:
+            return ("With one seed per variant the run-to-run noise is unknown, so this ranking alone does not show "
+                    "a winner: another seed could reorder the variants. Rerun with `--seeds 3` (or more) to measure "
+                    "the noise.")
+        few = leader if len(a) < 2 else runner_up
+        lost = len(few.runs) - len(few.final(key))
+        gone = f" ({lost} did not finish or diverged)" if lost else ""
+        return (f"`{few.variant}` has {plural(len(few.final(key)), 'finished seed')}{gone}, too few to measure its "
+                f"run-to-run noise, so this margin is not tested and no winner is claimed.")
     test = find_pair(tests or [], leader.variant, runner_up.variant) or compare_pairs({leader.variant: a, runner_up.variant: b})[0]
     std_a, std_b = mean_std(a)[1], mean_std(b)[1]
     noise = (f"seed-to-seed standard deviation {std_a:.2f} points over {len(a)} seeds of `{leader.variant}`, "
@@ -119,7 +126,7 @@ def findings(groups: list[VariantRuns], planned_runs: int | None = None, side_by
     mean_word = "mean " if several else ""
     out.append(f"`{leader.variant}` has the highest {mean_word}{words}, {pct(lead_acc)}, "
                f"{lead_acc - second_acc:.2f} points ahead of `{runner_up.variant}` ({pct(second_acc)}). "
-               + margin_statement(leader, runner_up, pair_tests(groups, key)))
+               + margin_statement(leader, runner_up, pair_tests(groups, key), key))
     out.append(f"{words[0].upper() + words[1:]}, best first: "
                + ", ".join(f"`{g.variant}` {pct(mean_std(g.final(key))[0])}" for g in ranked) + ".")
 

@@ -21,7 +21,7 @@ from matplotlib import rc_context
 
 from ..errors import UserError
 from ..runs import RESULTS as RESULTS_NAME, SEARCH_ROUND, read_results
-from ..stats import PairTest, Spread, compare_pairs, holm, spread
+from ..stats import PairTest, Spread, compare_pairs, holm_over, spread
 from ..storage import write_bytes, write_text
 from .aggregate import AT_BEST_VAL, headline_key, headline_words, percent_interval
 from .findings import STACKED_SHARE, gap_size, lr_search_section, verdict
@@ -248,12 +248,12 @@ def title_of(results: dict) -> str:
 
 
 def pair_rows(pts: list[Point]) -> list[list[str]]:
-    """At each grid point, every pair of variants (Holm's correction within that point)."""
-    rows = []
-    for at in dict.fromkeys(p.at for p in pts):
-        for t in compare_pairs({p.variant: p.errors for p in pts if p.at == at and p.errors}):
-            rows.append([*map(str, at), f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)])
-    return rows
+    """At each grid point, every pair of variants; Holm's correction over every pair of the table, so
+    the chance of any false "significant" in it stays at 5% (per point, 42 tests held none of that)."""
+    tests = [(at, t) for at in dict.fromkeys(p.at for p in pts)
+             for t in compare_pairs({p.variant: p.errors for p in pts if p.at == at and p.errors})]
+    holm_over([t for _, t in tests])
+    return [[*map(str, at), f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)] for at, t in tests]
 
 
 def along_axis_tests(sweep: Sweep, pts: list[Point]) -> list[PairTest]:
@@ -271,10 +271,7 @@ def along_axis_tests(sweep: Sweep, pts: list[Point]) -> list[PairTest]:
             where = "".join(f", {a} {x}" for a, x in zip(list(sweep.axes)[1:], rest))
             (t,) = compare_pairs({f"{v} at {name} {p.at[0]}{where}": p.errors, f"{v} at {name} {q.at[0]}{where}": q.errors})
             tests.append(t)
-    tested = [t for t in tests if t.tested]
-    for t, adjusted in zip(tested, holm([t.p for t in tested])):
-        t.p_holm, t.family = adjusted, len(tested)
-    return tests
+    return holm_over(tests)
 
 
 def cell_text(p: Point) -> str:
@@ -402,7 +399,7 @@ def sweep_page(sweep: Sweep) -> Page:
                             sorted(sweep.axes["epochs"]) if "epochs" in names else None,
                             names.index("epochs") if "epochs" in names else 0)]
     sections.append(Section(f"Does the error change along {x_axis}?",
-                            [Table(["comparison", "difference (points)", "size (bootstrap 95%)", "verdict"],
+                            [Table(["comparison (higher error first)", "difference (points)", "size (bootstrap 95%)", "verdict"],
                                    [[f"`{t.a}` vs `{t.b}`", f"{t.difference:+.2f}", gap_size(t), verdict(t)]
                                     for t in along], numeric={1}), Paragraph(verdict_note)]
                             if along else [Paragraph("Needs two values of the axis with finished runs.")]))
