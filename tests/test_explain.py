@@ -274,3 +274,14 @@ def test_the_guide_shows_what_explain_prints(capsys, tmp_path):
     assert len(shown) > 60 and shown[0] == printed[0]
     missing = [line for line in shown if line.strip() != "..." and line not in printed]
     assert not missing, missing
+
+
+def test_the_net_table_names_every_variant_and_every_batch_dependent_norm():
+    """bn+l1 beside bn vanished from the table, alone it was headed `bn`; brn was called batch-independent."""
+    from normlab.explain.network import table_markdown
+    text = table_markdown(net_table("fashion-mnist", ["bn", "bn+l1", "brn", "frn"], 32), 2)
+    assert "| `bn`, `bn+l1` means x values each | `bn`, `bn+l1` params |" in text
+    assert "`bn`, `bn+l1` and `brn`: the count of values grows with the batch size" in text
+    assert "`frn` subtracts no mean" in text
+    alone = table_markdown(net_table("fashion-mnist", ["bn+l1", "ln"], 32), 2)
+    assert "| `bn+l1` means x values each |" in alone and "`bn` means" not in alone

@@ -81,3 +81,25 @@ def test_gn_really_normalizes_by_groups():
     assert torch.allclose(y.var(-1, unbiased=False), torch.ones(3, 4), atol=1e-3)
     per_channel = layer(x).view(3, 16, -1).var(-1, unbiased=False)
     assert not torch.allclose(per_channel, torch.ones(3, 16), atol=0.1)
+
+
+def test_convert_keeps_the_mode_a_shared_layer_and_subclasses():
+    """convert left a BatchNorm2d shared at two paths in place at one of them, skipped subclasses of
+    BatchNorm2d, and put training-mode layers into a model in eval mode (its output then depended
+    on the batch)."""
+    from torch import nn
+    from normlab import convert
+
+    class MyBN(nn.BatchNorm2d):
+        pass
+
+    shared = nn.BatchNorm2d(4)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), shared, nn.Sequential(nn.Conv2d(4, 4, 3), shared), MyBN(4)).eval()
+    done = convert(net, "gn:2")
+    assert [path for path, _, _ in done] == ["1", "2.1", "3"]
+    assert isinstance(net[1], nn.GroupNorm) and net[2][1] is net[1] and isinstance(net[3], nn.GroupNorm)
+    assert not any(m.training for m in net.modules())
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).eval()
+    convert(net, "brn")
+    x = torch.randn(8, 1, 6, 6)
+    assert torch.allclose(net(x)[:1], net(x[:1]))         # eval mode: an image's output ignores its batch

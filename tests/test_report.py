@@ -20,11 +20,13 @@ import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 
 from conftest import make_idx_dataset, run_cli
 from normlab import load_run, plot_curves, plot_misclassified
 from normlab.report.aggregate import VariantRuns
 from normlab.report.findings import findings
+from normlab.errors import UserError
 from normlab.report.style import png_bytes, variant_colors
 
 VARIANTS = ["bn", "gn:2"]
@@ -538,3 +540,16 @@ def test_the_margin_quotes_the_spread_of_the_metric_it_tested():
               runs("gn:4", [50.0, 51.0, 52.0])]                     # no AT_BEST_VAL: final accuracy for all
     text = " ".join(findings(groups))
     assert "4.58 over 3 of `ln`" in text and "2.08" not in text
+
+
+def test_a_device_the_machine_lacks_is_named_not_blamed_on_the_checkpoint(trained):
+    """load_model(device='cuda') on a CPU box said the checkpoint was damaged and to delete it."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out, _ = trained
+    run = load_run(out)
+    for device in ("cuda", "gpu"):
+        with pytest.raises(UserError) as err:
+            run.load_model("bn", device=device)
+        assert "delete" not in str(err.value) and ("CUDA" in str(err.value) or "unknown device 'gpu'" in str(err.value))
+    assert not run.load_model("bn", device="cpu").training

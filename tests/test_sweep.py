@@ -487,3 +487,24 @@ def test_the_pairwise_table_is_corrected_over_all_its_points():
     rows = pair_rows(pts)
     assert [r[0] for r in rows] == ["32", "64"]
     assert all(r[-1] == "not significant at 5% (Welch's t-test p = 0.0376; Holm-adjusted for 2 pairs: 0.0752)" for r in rows), rows
+
+
+def test_a_sweeps_curves_and_grids_are_drawn_per_point(tmp_path):
+    """plot_curves on a sweep pooled batch 32 and 64 as four 'seeds' under the title 'batch 128'."""
+    from conftest import make_idx_dataset
+    from normlab import UserError, load_run, plot_curves, plot_misclassified
+    data = make_idx_dataset(tmp_path / "data", n_train=200, n_test=64, wrong_test_labels=4)
+    out = tmp_path / "sweep"
+    assert run_cli("sweep", "--over", "batch_size=16,32", "--norms", "bn", "--seeds", "2", "--epochs", "1",
+                   "--data-dir", data, "--dataset", "mnist", "--out", out) == 0
+    run = load_run(out)
+    with pytest.raises(UserError, match="is a sweep over batch_size: its runs at different values would be drawn"):
+        plot_curves(run)
+    fig = plot_curves(run, batch_size=16)
+    assert "batch 16" in fig._suptitle.get_text()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["BatchNorm (bn), 2 seeds"]
+    plot_misclassified(run, "bn", batch_size=32)
+    with pytest.raises(UserError, match=r"no run at batch_size=64; choose batch_size from 16, 32"):
+        plot_curves(run, batch_size=64)
+    with pytest.raises(UserError, match=r"has no run of bn batch_size=64; choose one of: bn seed 1 batch_size=16, "):
+        run.record("bn", batch_size=64)

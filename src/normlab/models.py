@@ -239,9 +239,15 @@ def check_output(model: nn.Module, spec: str, shape: tuple[int, int, int], num_c
 
 def swap(model: nn.Module, match, make) -> list[tuple[str, nn.Module, nn.Module]]:
     """Replace, in place, every submodule ``match`` accepts by ``make(old)``; all are made before
-    any is set, so a refusal leaves the model as it was."""
-    found = [(path, module) for path, module in model.named_modules() if path and match(module)]
-    done = [(path, old, make(path, old)) for path, old in found]
+    any is set, so a refusal leaves the model as it was. A module found at two paths is replaced at
+    both by one new module (it stays shared), and each new module is in its old one's mode: a
+    model in eval mode got layers in training mode, whose output then depended on the batch."""
+    found = [(path, module) for path, module in model.named_modules(remove_duplicate=False) if path and match(module)]
+    made: dict[int, nn.Module] = {}
+    for path, old in found:
+        if id(old) not in made:
+            made[id(old)] = make(path, old).train(old.training)
+    done = [(path, old, made[id(old)]) for path, old in found]
     for path, old, new in done:
         parent, _, name = path.rpartition(".")
         setattr(model.get_submodule(parent), name, new)
@@ -249,7 +255,7 @@ def swap(model: nn.Module, match, make) -> list[tuple[str, nn.Module, nn.Module]
 
 
 def convert(model: nn.Module, variant: Variant | str) -> list[tuple[str, nn.Module, nn.Module]]:
-    """Swap every BatchNorm2d of ``model`` (BatchNorm1d and others stay) for the variant's layer,
+    """Swap every BatchNorm2d of ``model`` (and its subclasses; BatchNorm1d and others stay) for the variant's layer,
     in place, and with +ws every Conv2d for its weight-standardized form; returns (module path,
     old, new) for each replacement. New norm layers start fresh (weight 1, bias 0): BatchNorm's
     learned scale and shift were fitted to other statistics."""
@@ -263,7 +269,7 @@ def convert(model: nn.Module, variant: Variant | str) -> list[tuple[str, nn.Modu
         like = next(iter([*old.parameters(), *old.buffers()]), None)   # the device and dtype it had
         return new if like is None else new.to(like)
 
-    done = swap(model, lambda m: type(m) is nn.BatchNorm2d, replace)
+    done = swap(model, lambda m: isinstance(m, nn.BatchNorm2d), replace)     # subclasses of it too
     if variant.ws:
         done += swap(model, lambda m: type(m) is nn.Conv2d, lambda path, conv: WSConv2d.from_conv(conv))
     return done

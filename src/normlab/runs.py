@@ -256,6 +256,7 @@ class Run:
         self.dataset = results["dataset"]
         self.runs = results["runs"]
         self.axes = self.config["axes"]
+        self.point: dict = {}          # set by at(): the axis values of a sweep's point this view shows
 
     @property
     def variants(self) -> list[str]:
@@ -263,7 +264,27 @@ class Run:
 
     @property
     def misclassified(self) -> dict:
-        return read_misclassified(self.folder, self.config.get("test_size"), len(dataset_info(self.dataset).classes))
+        saved = read_misclassified(self.folder, self.config.get("test_size"), len(dataset_info(self.dataset).classes))
+        if not self.point:
+            return saved
+        return {v: saved[misclassified_key(v, self.point)] for v in self.variants if misclassified_key(v, self.point) in saved}
+
+    def at(self, **axes) -> "Run":
+        """One point of a sweep (every swept axis named) as a comparison of its variants: what
+        plot_curves and plot_misclassified draw. A comparison is returned as it is."""
+        if not self.axes and not axes:
+            return self
+        if set(axes) != set(self.axes):
+            example = ", ".join(f"{a}={v!r}" for a, v in self.runs[0]["axes"].items())
+            raise UserError(f"{self.folder} is a sweep over {', '.join(self.axes) or 'nothing'}: its runs at different "
+                            f"values would be drawn as if they were seeds", f"name its point, e.g. {example}")
+        runs = [r for r in self.runs if all(r["axes"].get(k) == v for k, v in axes.items())]
+        if not runs:
+            raise UserError(f"{self.folder} has no run at {', '.join(f'{k}={v!r}' for k, v in axes.items())}",
+                            "choose " + "; ".join(f"{a} from {', '.join(map(repr, vals))}" for a, vals in self.axes.items()))
+        view = Run(self.folder, {**self.results, "config": {**self.config, **axes, "axes": {}}, "runs": runs})
+        view.point = dict(axes)
+        return view
 
     @property
     def figures(self) -> dict[str, Path]:
@@ -283,9 +304,11 @@ class Run:
         for run in self.runs:
             if run["variant"] == name and seed in (None, run["seed"]) and all(run["axes"].get(k) == v for k, v in axes.items()):
                 return run
-        have = ", ".join(sorted({f"{r['variant']} seed {r['seed']}" for r in self.runs}))
-        raise UserError(f"{self.folder} has no run of {variant}" + (f" seed {seed}" if seed is not None else ""),
-                        f"choose one of: {have}")
+        have = sorted({f"{r['variant']} seed {r['seed']}" + "".join(f" {a}={r['axes'].get(a)!r}" for a in self.axes)
+                       for r in self.runs})
+        at = "".join(f" {k}={v!r}" for k, v in axes.items())
+        raise UserError(f"{self.folder} has no run of {variant}" + (f" seed {seed}" if seed is not None else "") + at,
+                        f"choose one of: {', '.join(have[:12])}" + (f" (and {len(have) - 12} more)" if len(have) > 12 else ""))
 
     def checkpoint_path(self, variant: str, seed: int | None = None, **axes) -> Path:
         return checkpoint_path(self.folder, self.record(variant, seed, **axes)["key"])
@@ -293,6 +316,10 @@ class Run:
     def load_model(self, variant: str, seed: int | None = None, device: str = "cpu", **axes) -> torch.nn.Module:
         """The trained model in eval mode, with the weights of the epoch validation chose (whose
         accuracy results.json and the report give; the last epoch's in a checkpoint without them)."""
+        from .train import resolve_device
+        # Checked first: loading onto a device this machine lacks failed as a "damaged" checkpoint,
+        # with the advice to delete it.
+        device = resolve_device(str(device))
         record = self.record(variant, seed, **axes)
         path = checkpoint_path(self.folder, record["key"])
         if not path.exists():

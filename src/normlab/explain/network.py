@@ -45,7 +45,9 @@ def net_table(dataset: str, variants, batch_size: int, model: str | None = None)
         if v.normalizes and norms.lookup(v.norm).facts:
             columns[str(v)] = [{**site, **stats.layout(v.norm, batch_size, site["channels"], site["height"], site["width"],
                                                        v.groups)} for site in norm_sites(v, dataset, model)]
-    return {"dataset": dataset_info(dataset).title, "batch_size": batch_size, "columns": columns,
+    # Each column headed by every variant it stands for: bn+l1 alone was headed `bn`, and beside bn it vanished.
+    labels = {str(v): ", ".join(f"`{x}`" for x in dict.fromkeys(map(str, variants)) if norm_of(x) == v) for v in distinct}
+    return {"dataset": dataset_info(dataset).title, "batch_size": batch_size, "columns": columns, "labels": labels,
             "without_norm": [str(v) for v in distinct if not v.normalizes],
             "unknown": [str(v) for v in distinct if v.normalizes and not norms.lookup(v.norm).facts]}
 
@@ -63,20 +65,27 @@ def table_markdown(table: dict, level: int) -> str:
             f"(every training batch holds {batch} images: the last partial batch of an epoch is dropped), "
             "each norm computes this many means and variances, each over this many values, with these parameters:", ""]
     names = list(columns)
-    out.append("| layer | C x H x W | " + " | ".join(f"`{n}` means x values each | `{n}` params" for n in names) + " |")
+    label = {n: table.get("labels", {}).get(n, f"`{n}`") for n in names}
+    out.append("| layer | C x H x W | " + " | ".join(f"{label[n]} means x values each | {label[n]} params" for n in names) + " |")
     out.append("|---|---|" + "---:|---:|" * len(names))
     for i, site in enumerate(first):
         cells = [f"{columns[n][i]['count']:,} x {columns[n][i]['values_each']:,} | {columns[n][i]['params']:,}" for n in names]
         out.append(f"| {site['layer']} | {site['channels']}x{site['height']}x{site['width']} | " + " | ".join(cells) + " |")
     totals = [f"{sum(c['count'] for c in columns[n]):,} means | {sum(c['params'] for c in columns[n]):,}" for n in names]
     out.append("| all norm layers | | " + " | ".join(totals) + " |")
-    fewest = "; ".join(f"`{n}` {min(c['values_each'] for c in columns[n]):,} "
+    fewest = "; ".join(f"{label[n]} {min(c['values_each'] for c in columns[n]):,} "
                        f"({min(columns[n], key=lambda c: c['values_each'])['layer']})" for n in names)
     out += ["", f"Fewest values behind one mean: {fewest}."]
-    if any(Variant.parse(n).depends_on_batch for n in names):
-        out.append("BatchNorm's count of values grows with the batch size and its statistics mix the images of a "
-                   "batch; in evaluation it uses its running estimates instead. The other norms compute the same "
-                   "statistics per image whatever the batch, in training and in evaluation.")
+    batched = [n for n in names if Variant.parse(n).depends_on_batch]
+    if batched:
+        who = " and ".join(label[n] for n in batched)
+        out.append(f"{who}: the count of values grows with the batch size and the statistics mix the images of a "
+                   "batch; in evaluation the running estimates are used instead." + (
+                       " The other norms compute the same statistics per image whatever the batch, in training and "
+                       "in evaluation." if len(batched) < len(names) else ""))
+    if any(Variant.parse(n).norm == "frn" for n in names):
+        out.append("`frn` subtracts no mean: its count is of mean squares (one per image and channel), "
+                   "which it divides by.")
     if table["without_norm"]:
         out.append(f"{', '.join(f'`{n}`' for n in table['without_norm'])}: no normalization layers.")
     return "\n".join(out + unknown + [""])

@@ -174,7 +174,7 @@ def to_markdown(e, level: int = 2, figure: str | None = None) -> str:
     hx, hy = "#" * level, "#" * (level + 1)
     notes = practice_notes(e)
     out = [f"{hx} How each normalization computes its statistics", "",
-           f"A worked example, as the second seed did by hand: a batch of N={n} inputs with C={c} channels of "
+           f"A worked example, computed step by step as one would by hand: a batch of N={n} inputs with C={c} channels of "
            f"H x W = {h} x {w} pixels, integers drawn with seed {e.seed} (`{command_line(e)}` prints "
            f"it; GroupNorm with G={g} groups). BatchNorm, LayerNorm, GroupNorm and InstanceNorm compute `{FORMULA}`; "
            f"they differ only in which values share a mean and variance. `var` is the biased variance `sum((x - mean)^2) / m` (what PyTorch "

@@ -148,7 +148,8 @@ def setup_paragraph(run) -> Paragraph:
     info = dataset_info(run.dataset)
     data = info.title
     if all(isinstance(n, int) for n in sizes):
-        data += f": {sizes[0]:,} training and {sizes[1]:,} test images"
+        held = f", {cfg['val_size']:,} validation" if isinstance(cfg.get("val_size"), int) and cfg["val_size"] else ""
+        data += f": {sizes[0]:,} training{held} and {sizes[1]:,} test images"
     schedule, momentum = f"{cfg.get('schedule', '?')} schedule", cfg.get("momentum_used")
     steps = (cfg["epochs"] * (sizes[0] // cfg["batch_size"]) if cfg.get("schedule") == "onecycle"
              and all(isinstance(cfg.get(k), int) for k in ("epochs", "batch_size", "train_size")) else None)

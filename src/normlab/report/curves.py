@@ -48,8 +48,10 @@ def legend_label(group: VariantRuns, epochs_planned: int) -> str:
     return label + (f": {'; '.join(notes)}" if notes else "")
 
 
-def plot_curves(run):
-    """The curves figure of a run (a matplotlib Figure; a notebook shows it as it is)."""
+def plot_curves(run, **axes):
+    """The curves figure of a run (a matplotlib Figure; a notebook shows it as it is); of a sweep,
+    at the point its ``axes`` name (``plot_curves(sweep, batch_size=32)``)."""
+    run = run.at(**axes)
     variants = run_variants(run)
     colors = variant_colors(variants)
     groups = group_runs(run, variants)

@@ -47,9 +47,11 @@ def check_test_set(run, test, mistakes: list[dict]) -> None:
                             "pass the --data-dir the run was trained with")
 
 
-def plot_misclassified(run, variant: str, test=None, data_dir=None):
+def plot_misclassified(run, variant: str, test=None, data_dir=None, **axes):
     """The grid figure of one variant (a matplotlib Figure). ``test``: the run's test set, if
-    already loaded; otherwise it is read from ``data_dir`` or where the run found it."""
+    already loaded; otherwise it is read from ``data_dir`` or where the run found it. In a sweep,
+    ``axes`` name the point (``plot_misclassified(sweep, "bn", batch_size=32)``)."""
+    run = run.at(**axes)
     name = str(Variant.parse(variant))
     mistakes = mistakes_of(run, name)
     test = test if test is not None else run.test_set(data_dir)
