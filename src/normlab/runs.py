@@ -269,15 +269,19 @@ class Run:
             return saved
         return {v: saved[misclassified_key(v, self.point)] for v in self.variants if misclassified_key(v, self.point) in saved}
 
+    @property
+    def axes_example(self) -> str:
+        """The first run's axis values as keyword arguments ("batch_size=32"): how to name a sweep's run."""
+        return ", ".join(f"{a}={v!r}" for a, v in self.runs[0]["axes"].items())
+
     def at(self, **axes) -> "Run":
         """One point of a sweep (every swept axis named) as a comparison of its variants: what
         plot_curves and plot_misclassified draw. A comparison is returned as it is."""
         if not self.axes and not axes:
             return self
         if set(axes) != set(self.axes):
-            example = ", ".join(f"{a}={v!r}" for a, v in self.runs[0]["axes"].items())
             raise UserError(f"{self.folder} is a sweep over {', '.join(self.axes) or 'nothing'}: its runs at different "
-                            f"values would be drawn as if they were seeds", f"name its point, e.g. {example}")
+                            f"values would be drawn as if they were seeds", f"name its point, e.g. {self.axes_example}")
         runs = [r for r in self.runs if all(r["axes"].get(k) == v for k, v in axes.items())]
         if not runs:
             raise UserError(f"{self.folder} has no run at {', '.join(f'{k}={v!r}' for k, v in axes.items())}",
@@ -298,9 +302,8 @@ class Run:
         if self.axes and len({tuple(r["axes"].get(a) for a in self.axes) for r in self.runs if r["variant"] == name}) > 1 \
                 and set(axes) != set(self.axes):
             # A sweep's first run of this variant would be taken silently (load_run(sweep).predict('bn', x)).
-            example = ", ".join(f"{a}={v!r}" for a, v in self.runs[0]["axes"].items())
             raise UserError(f"{self.folder} is a sweep: {variant} has a run at every value of {', '.join(self.axes)}",
-                            f"name them, e.g. {example}")
+                            f"name them, e.g. {self.axes_example}")
         for run in self.runs:
             if run["variant"] == name and seed in (None, run["seed"]) and all(run["axes"].get(k) == v for k, v in axes.items()):
                 return run
